@@ -1,0 +1,124 @@
+# nodeaccess-operator. `make help` lists the targets.
+
+# VERSION is the operator's release version: the image tag and the bundle's CSV version.
+VERSION ?= 0.1.0
+# IMAGE_TAG_BASE is the image repository of the manager and agent (one image, two binaries).
+IMAGE_TAG_BASE ?= quay.io/nodeaccess/nodeaccess-operator
+# IMG is the image `make deploy` and the bundle use.
+IMG ?= $(IMAGE_TAG_BASE):$(VERSION)
+
+# Tools: Go tools declared in go.mod, and control-plane binaries built from Go
+# modules into bin/k8s by hack/tools/build.sh (nothing is downloaded but modules).
+LOCALBIN ?= $(CURDIR)/bin
+K8S_BIN ?= $(LOCALBIN)/k8s
+CONTROLLER_GEN ?= go tool controller-gen
+KUSTOMIZE ?= go tool kustomize
+# KUBECTL is the kubectl that install/deploy use; `make kubectl` builds one into bin/k8s.
+KUBECTL ?= $(shell command -v kubectl 2>/dev/null || echo $(K8S_BIN)/kubectl)
+CONTAINER_TOOL ?= docker
+
+# Test settings. GOTEST_FLAGS are passed to every `go test`.
+GOTEST_FLAGS ?= -count=1
+TEST_TIMEOUT ?= 30m
+
+SHELL = /usr/bin/env bash -o pipefail
+.SHELLFLAGS = -ec
+
+.PHONY: all
+all: build
+
+##@ General
+
+.PHONY: help
+help: ## Show the targets.
+	@awk 'BEGIN {FS = ":.*##"; printf "\nUsage:\n  make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: manifests
+manifests: ## Generate the CRDs and the manager's ClusterRole from the markers in api/ and controllers/.
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./..." output:crd:artifacts:config=config/crd/bases
+
+.PHONY: generate
+generate: ## Generate the DeepCopy methods of the API types.
+	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./..."
+
+.PHONY: fmt
+fmt: ## Run go fmt.
+	go fmt ./...
+
+.PHONY: vet
+vet: ## Run go vet.
+	go vet ./...
+
+.PHONY: verify
+verify: generate manifests ## Fail when generated files (deepcopy, CRDs, RBAC) are not committed up to date.
+	@if [ -n "$$(git status --porcelain -- api config bundle)" ]; then \
+		echo "Generated files are out of date; run 'make generate manifests' and commit:"; \
+		git status --porcelain -- api config bundle; git --no-pager diff --stat -- api config bundle; exit 1; \
+	fi
+
+.PHONY: test
+test: manifests generate fmt vet envtest ## Run every test: unit, fuzz seeds and envtest suites (real kube-apiserver and etcd).
+	KUBEBUILDER_ASSETS="$(K8S_BIN)" go test $(GOTEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
+
+.PHONY: fuzz
+fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
+	@for pkg in $$(go list ./...); do \
+		for target in $$(go test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+			echo "fuzzing $$pkg $$target"; \
+			go test -run '^$$' -fuzz "^$$target$$" -fuzztime $${FUZZTIME:-30s} $$pkg; \
+		done; \
+	done
+
+##@ Build
+
+.PHONY: build
+build: generate fmt vet ## Build the manager and agent binaries into bin/.
+	go build -o $(LOCALBIN)/manager .
+	go build -o $(LOCALBIN)/agent ./cmd/agent
+
+.PHONY: run
+run: manifests generate fmt vet ## Run the manager against the cluster of the current kubeconfig.
+	go run . --metrics-bind-address=0 --health-probe-bind-address=127.0.0.1:8081
+
+.PHONY: docker-build
+docker-build: ## Build the operator image (manager and agent).
+	$(CONTAINER_TOOL) build -t $(IMG) .
+
+.PHONY: docker-push
+docker-push: ## Push the operator image.
+	$(CONTAINER_TOOL) push $(IMG)
+
+##@ Deployment
+
+.PHONY: install
+install: manifests ## Install the CRDs into the cluster of the current kubeconfig.
+	$(KUSTOMIZE) build config/crd | $(KUBECTL) apply --server-side -f -
+
+.PHONY: uninstall
+uninstall: manifests ## Remove the CRDs (and every NodeAccess) from the cluster of the current kubeconfig.
+	$(KUSTOMIZE) build config/crd | $(KUBECTL) delete --ignore-not-found -f -
+
+.PHONY: deploy
+deploy: manifests ## Deploy the operator with kustomize (without OLM) to the cluster of the current kubeconfig.
+	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
+	$(KUSTOMIZE) build config/default | $(KUBECTL) apply --server-side -f -
+
+.PHONY: undeploy
+undeploy: ## Remove the operator deployed with `make deploy`.
+	$(KUSTOMIZE) build config/default | $(KUBECTL) delete --ignore-not-found -f -
+
+##@ Local control plane
+
+.PHONY: envtest
+envtest: ## Build etcd, kube-apiserver and kubectl into bin/k8s (from Go modules; minutes the first time).
+	hack/tools/build.sh etcd kube-apiserver kubectl
+
+.PHONY: kubectl
+kubectl: ## Build kubectl into bin/k8s.
+	hack/tools/build.sh kubectl
+
+.PHONY: demo
+demo: envtest kubectl ## Run the product locally: control plane, CRDs, samples, and what a user sees.
+	KUBEBUILDER_ASSETS="$(K8S_BIN)" KUBECTL="$(K8S_BIN)/kubectl" go run ./hack/demo
