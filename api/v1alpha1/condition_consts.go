@@ -57,3 +57,12 @@ const (
 	// AsExpectedReason: the condition is in its healthy state.
 	AsExpectedReason = "AsExpected"
 )
+
+// Reasons of a NodeAccessReport's Ready condition.
+const (
+	// AllGrantsAppliedReason: every grant selecting the node is applied.
+	AllGrantsAppliedReason = "AllGrantsApplied"
+
+	// AccountsFailingReason: some accounts could not be written; see accountErrors.
+	AccountsFailingReason = "AccountsFailing"
+)

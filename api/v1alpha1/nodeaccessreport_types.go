@@ -1,0 +1,156 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Limits of a NodeAccessReport.
+const (
+	// MaxReportedGrants is the most grants one node report lists.
+	MaxReportedGrants = 256
+	// MaxReportedAccountErrors is the most account errors one node report lists.
+	MaxReportedAccountErrors = 64
+)
+
+// NodeAccessReportStatus is what one node's agent last applied.
+type NodeAccessReportStatus struct {
+	// conditions of the node's agent: Ready is True when every grant selecting
+	// the node was applied without error.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=8
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// grants lists every NodeAccess whose keys are on this node, or that
+	// selects it and failed, with the rendered hash the agent applied.
+	// +optional
+	// +listType=map
+	// +listMapKey=uid
+	// +kubebuilder:validation:MaxItems=256
+	Grants []GrantReport `json:"grants,omitempty"`
+
+	// accountErrors lists accounts the agent could not write, and why.
+	// +optional
+	// +listType=map
+	// +listMapKey=user
+	// +kubebuilder:validation:MaxItems=64
+	AccountErrors []AccountError `json:"accountErrors,omitempty"`
+
+	// keys counts the key lines the agent keeps on this node, over all accounts.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Keys int32 `json:"keys,omitempty"`
+
+	// lastChangeTime is when the agent last changed a file or this report's content.
+	// +optional
+	LastChangeTime *metav1.Time `json:"lastChangeTime,omitempty"`
+
+	// heartbeatTime is when the agent last confirmed this report; it is renewed
+	// at a slow interval even when nothing changes.
+	// +optional
+	HeartbeatTime *metav1.Time `json:"heartbeatTime,omitempty"`
+}
+
+// GrantReport is the state of one NodeAccess on one node.
+type GrantReport struct {
+	// name of the NodeAccess.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// uid of the NodeAccess.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	UID string `json:"uid"`
+
+	// generation of the NodeAccess whose rendering was applied.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Generation int64 `json:"generation,omitempty"`
+
+	// hash of the rendered content applied.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	Hash string `json:"hash,omitempty"`
+
+	// keys counts this grant's key lines on the node.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Keys int32 `json:"keys,omitempty"`
+
+	// applied is true when every account of the grant holds exactly its keys.
+	// +optional
+	Applied bool `json:"applied,omitempty"`
+
+	// reason is a CamelCase code when the grant could not be fully applied.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	Reason string `json:"reason,omitempty"`
+
+	// message explains the failure.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
+}
+
+// AccountError says why the agent could not write one account's file.
+type AccountError struct {
+	// user is the local account.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=32
+	User string `json:"user"`
+
+	// reason is a CamelCase code, for example UserNotFound or UnsafePermissions.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	Reason string `json:"reason"`
+
+	// message explains the failure.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
+}
+
+// NodeAccessReport is one node's account of the keys it holds. Its name is the
+// node's name; only that node's agent writes it.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=nar,categories=nodeaccess
+// +kubebuilder:printcolumn:name="Keys",type=integer,JSONPath=`.status.keys`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Last-Change",type=date,JSONPath=`.status.lastChangeTime`
+// +kubebuilder:printcolumn:name="Heartbeat",type=date,JSONPath=`.status.heartbeatTime`
+type NodeAccessReport struct {
+	metav1.TypeMeta `json:",inline"`
+
+	// metadata is the object's metadata; its name is the node's.
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// status is what the agent applied.
+	// +optional
+	Status NodeAccessReportStatus `json:"status,omitempty"`
+}
+
+// NodeAccessReportList is a list of NodeAccessReport.
+//
+// +kubebuilder:object:root=true
+type NodeAccessReportList struct {
+	metav1.TypeMeta `json:",inline"`
+	// metadata is the list's metadata.
+	// +optional
+	metav1.ListMeta `json:"metadata,omitempty"`
+	// items are the reports.
+	Items []NodeAccessReport `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&NodeAccessReport{}, &NodeAccessReportList{})
+}

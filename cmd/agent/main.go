@@ -1,0 +1,99 @@
+// Command agent is the nodeaccess-operator node agent: it keeps the node's
+// authorized_keys files in line with the NodeAccess objects that select the
+// node. It runs in the operator's DaemonSet, or as a plain process against any
+// kubeconfig with --host-root pointing at a directory that stands for a node.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/nodeaccess/nodeaccess-operator/internal/agent"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "agent:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: agent [flags]\n\n"+
+			"Keeps this node's authorized_keys files in line with the NodeAccess objects\n"+
+			"that select it, and reports the result in the node's NodeAccessReport.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	var (
+		cfg         agent.Config
+		kubeconfig  string
+		probeAddr   string
+		metricsAddr string
+	)
+	fs.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "Name of the node the agent keeps (default: $NODE_NAME).")
+	fs.StringVar(&cfg.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the rendered NodeAccess objects: the operator's (default: $POD_NAMESPACE).")
+	fs.StringVar(&cfg.HostRoot, "host-root", "/host", "Directory where the host's /etc/passwd and homes are mounted.")
+	fs.DurationVar(&cfg.Resync, "resync", time.Minute, "Longest time between two full applies, even when nothing is seen to change.")
+	fs.DurationVar(&cfg.Heartbeat, "heartbeat", 10*time.Minute, "Longest time between two writes of the node's report.")
+	fs.StringVar(&kubeconfig, "kubeconfig", "", "Path to a kubeconfig (default: in-cluster configuration).")
+	fs.StringVar(&probeAddr, "health-probe-bind-address", "0", "Address of the liveness and readiness probes (0 disables them).")
+	fs.StringVar(&metricsAddr, "metrics-bind-address", "0", "Address of the metrics endpoint (0 disables it).")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	switch {
+	case cfg.NodeName == "":
+		return errors.New("--node-name (or $NODE_NAME) is required")
+	case cfg.Namespace == "":
+		return errors.New("--namespace (or $POD_NAMESPACE) is required")
+	case cfg.Resync <= 0 || cfg.Heartbeat <= 0:
+		return errors.New("--resync and --heartbeat must be positive")
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)).WithValues("node", cfg.NodeName))
+
+	restCfg, err := loadConfig(kubeconfig)
+	if err != nil {
+		return err
+	}
+	mgr, err := agent.NewManager(restCfg, cfg, agent.ServeOptions{ProbeAddr: probeAddr, MetricsAddr: metricsAddr})
+	if err != nil {
+		return err
+	}
+	ctrl.Log.WithName("setup").Info("Starting agent", "namespace", cfg.Namespace, "hostRoot", cfg.HostRoot)
+	// On SIGTERM the agent stops and leaves every file as it is: an agent
+	// restart or upgrade never revokes access.
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		return fmt.Errorf("running agent: %w", err)
+	}
+	return nil
+}
+
+func loadConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		cfg, err := ctrl.GetConfig()
+		if err != nil {
+			return nil, fmt.Errorf("loading in-cluster configuration: %w", err)
+		}
+		return cfg, nil
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("loading kubeconfig %s: %w", kubeconfig, err)
+	}
+	return cfg, nil
+}

@@ -1,0 +1,194 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
+	"github.com/nodeaccess/nodeaccess-operator/internal/desiredstate"
+)
+
+// Reasons the agent reports for grants.
+const (
+	// ReasonInvalidGrant: the rendered grant cannot be applied (bad selector or options).
+	ReasonInvalidGrant = "InvalidGrant"
+	// ReasonRevocationFailed: the grant's keys could not be removed from an account.
+	ReasonRevocationFailed = "RevocationFailed"
+)
+
+// buildReport is a pure function of the plan and the per-account results: the
+// report content, without times.
+func buildReport(plan desiredstate.Plan, results map[string]accountResult) nav1.NodeAccessReportStatus {
+	var st nav1.NodeAccessReportStatus
+
+	// Which accounts still hold each grant after this pass.
+	holders := map[string][]string{}
+	names := map[string]string{}
+	for acct, res := range results {
+		for _, o := range res.owners {
+			holders[o.UID] = append(holders[o.UID], acct)
+			names[o.UID] = o.Name
+		}
+		if res.err != nil {
+			st.AccountErrors = append(st.AccountErrors, nav1.AccountError{
+				User: acct, Reason: reasonOf(res.err), Message: truncate(res.err.Error(), 1024),
+			})
+		}
+	}
+
+	seen := map[string]bool{}
+	for _, g := range plan.Grants {
+		seen[g.UID] = true
+		gr := nav1.GrantReport{Name: g.Name, UID: g.UID, Generation: g.Generation, Hash: g.Hash}
+		switch {
+		case g.Err != nil:
+			gr.Reason, gr.Message = ReasonInvalidGrant, truncate(g.Err.Error(), 1024)
+		case g.Active:
+			gr.Applied, gr.Keys = true, int32(g.Keys)
+			for _, acct := range g.Accounts {
+				if err := results[acct].err; err != nil {
+					gr.Applied, gr.Reason = false, reasonOf(err)
+					gr.Message = truncate(fmt.Sprintf("user %s: %v", acct, err), 1024)
+					break
+				}
+			}
+		case len(holders[g.UID]) > 0:
+			gr.Reason = ReasonRevocationFailed
+			gr.Message = truncate(fmt.Sprintf("keys still held by %v", holders[g.UID]), 1024)
+		case g.Selected:
+			// Selected but suspended or expired, and no key left: in sync.
+			gr.Applied = true
+		default:
+			continue
+		}
+		st.Grants = append(st.Grants, gr)
+	}
+	// Grants no longer rendered whose keys could not be removed.
+	for uid, accts := range holders {
+		if seen[uid] {
+			continue
+		}
+		sort.Strings(accts)
+		st.Grants = append(st.Grants, nav1.GrantReport{
+			Name: names[uid], UID: uid, Reason: ReasonRevocationFailed,
+			Message: truncate(fmt.Sprintf("keys still held by %v", accts), 1024),
+		})
+	}
+	sort.Slice(st.Grants, func(i, j int) bool {
+		return st.Grants[i].Name+"/"+st.Grants[i].UID < st.Grants[j].Name+"/"+st.Grants[j].UID
+	})
+	sort.Slice(st.AccountErrors, func(i, j int) bool { return st.AccountErrors[i].User < st.AccountErrors[j].User })
+	if len(st.Grants) > nav1.MaxReportedGrants {
+		st.Grants = st.Grants[:nav1.MaxReportedGrants]
+	}
+	if len(st.AccountErrors) > nav1.MaxReportedAccountErrors {
+		st.AccountErrors = st.AccountErrors[:nav1.MaxReportedAccountErrors]
+	}
+	for _, g := range st.Grants {
+		st.Keys += g.Keys
+	}
+
+	ready := metav1.Condition{Type: nav1.ReadyCondition, Status: metav1.ConditionTrue, Reason: nav1.AllGrantsAppliedReason, Message: "every grant selecting this node is applied"}
+	failed := 0
+	for _, g := range st.Grants {
+		if !g.Applied {
+			failed++
+		}
+	}
+	if failed > 0 || len(st.AccountErrors) > 0 {
+		ready.Status, ready.Reason = metav1.ConditionFalse, nav1.AccountsFailingReason
+		ready.Message = fmt.Sprintf("%d grants not applied, %d accounts failing", failed, len(st.AccountErrors))
+	}
+	st.Conditions = []metav1.Condition{ready}
+	return st
+}
+
+// writeReport writes the node's report when its content changed or the
+// heartbeat is due, and never otherwise.
+func (a *Agent) writeReport(ctx context.Context, node *corev1.Node, st nav1.NodeAccessReportStatus, now time.Time) error {
+	prev := a.report
+	if prev != nil {
+		// Keep condition transition times when the status did not change.
+		for i := range st.Conditions {
+			if old := meta.FindStatusCondition(prev.Conditions, st.Conditions[i].Type); old != nil && old.Status == st.Conditions[i].Status {
+				st.Conditions[i].LastTransitionTime = old.LastTransitionTime
+			}
+		}
+		st.LastChangeTime, st.HeartbeatTime = prev.LastChangeTime, prev.HeartbeatTime
+		if equality.Semantic.DeepEqual(*prev, st) && now.Sub(prev.HeartbeatTime.Time) < a.cfg.Heartbeat {
+			return nil
+		}
+	}
+	stamp := metav1.NewTime(now.Truncate(time.Second))
+	for i := range st.Conditions {
+		if st.Conditions[i].LastTransitionTime.IsZero() {
+			st.Conditions[i].LastTransitionTime = stamp
+		}
+	}
+	if prev == nil || !sameContent(prev, &st) {
+		st.LastChangeTime = &stamp
+	}
+	st.HeartbeatTime = &stamp
+
+	if !a.reportCreated {
+		if err := a.applyReport(ctx, node, nil); err != nil {
+			return err
+		}
+		a.reportCreated = true
+	}
+	if err := a.applyReport(ctx, node, &st); err != nil {
+		return err
+	}
+	a.report = &st
+	return nil
+}
+
+// sameContent compares two reports without their times.
+func sameContent(a, b *nav1.NodeAccessReportStatus) bool {
+	x, y := a.DeepCopy(), b.DeepCopy()
+	x.LastChangeTime, x.HeartbeatTime, y.LastChangeTime, y.HeartbeatTime = nil, nil, nil, nil
+	return equality.Semantic.DeepEqual(x, y)
+}
+
+// applyReport server-side applies the report object (status nil) or its status.
+// The report is owned by the Node, so it goes away with the node.
+func (a *Agent) applyReport(ctx context.Context, node *corev1.Node, st *nav1.NodeAccessReportStatus) error {
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(nav1.GroupVersion.WithKind("NodeAccessReport"))
+	u.SetName(a.cfg.NodeName)
+	if st == nil {
+		u.SetOwnerReferences([]metav1.OwnerReference{{
+			APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID,
+		}})
+		if err := a.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+			return fmt.Errorf("creating node report: %w", err)
+		}
+		return nil
+	}
+	status, err := runtime.DefaultUnstructuredConverter.ToUnstructured(st)
+	if err != nil {
+		return fmt.Errorf("encoding node report: %w", err)
+	}
+	u.Object["status"] = status
+	if err := a.client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+		return fmt.Errorf("writing node report: %w", err)
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-3] + "..."
+}

@@ -1,0 +1,131 @@
+// Package agentdaemonset renders the agent DaemonSet the manager owns: a pure
+// function of a few options, so that its security-relevant shape (host paths,
+// capabilities, read-only root) is table-tested rather than found in YAML.
+package agentdaemonset
+
+import (
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+)
+
+// Names and paths of the agent pod.
+const (
+	// Name is the DaemonSet's name.
+	Name = "nodeaccess-agent"
+	// ServiceAccountName is the agents' ServiceAccount.
+	ServiceAccountName = "nodeaccess-agent"
+	// HostRoot is where the host paths are mounted in the agent container.
+	HostRoot = "/host"
+	// ContainerName is the agent container's name.
+	ContainerName = "agent"
+)
+
+// Options are what the manager decides about the DaemonSet.
+type Options struct {
+	// Namespace is the operator's namespace.
+	Namespace string
+	// Image is the agent image (RELATED_IMAGE_AGENT, or the manager's own).
+	Image string
+	// MaxUnavailable bounds how many agents a rolling update stops at once.
+	MaxUnavailable intstr.IntOrString
+}
+
+// Labels select the agent pods.
+func Labels() map[string]string {
+	return map[string]string{
+		"app.kubernetes.io/name":      "nodeaccess-operator",
+		"app.kubernetes.io/component": "agent",
+	}
+}
+
+// DaemonSet returns the whole desired DaemonSet.
+func DaemonSet(o Options) *appsv1.DaemonSet {
+	hostPath := func(name, path string, typ corev1.HostPathType) corev1.Volume {
+		return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{
+			HostPath: &corev1.HostPathVolumeSource{Path: path, Type: ptr.To(typ)},
+		}}
+	}
+	maxUnavailable := o.MaxUnavailable
+	return &appsv1.DaemonSet{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "DaemonSet"},
+		ObjectMeta: metav1.ObjectMeta{Name: Name, Namespace: o.Namespace, Labels: Labels()},
+		Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: Labels()},
+			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{
+				Type:          appsv1.RollingUpdateDaemonSetStrategyType,
+				RollingUpdate: &appsv1.RollingUpdateDaemonSet{MaxUnavailable: &maxUnavailable},
+			},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{
+					Labels:      Labels(),
+					Annotations: map[string]string{"kubectl.kubernetes.io/default-container": ContainerName},
+				},
+				Spec: corev1.PodSpec{
+					ServiceAccountName:            ServiceAccountName,
+					AutomountServiceAccountToken:  ptr.To(true),
+					PriorityClassName:             "system-node-critical",
+					TerminationGracePeriodSeconds: ptr.To[int64](10),
+					NodeSelector:                  map[string]string{corev1.LabelOSStable: "linux"},
+					// Reach every node, tainted or not: access to a sick node matters most.
+					Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+					SecurityContext: &corev1.PodSecurityContext{
+						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+					},
+					Containers: []corev1.Container{{
+						Name:    ContainerName,
+						Image:   o.Image,
+						Command: []string{"/agent"},
+						Args: []string{
+							"--host-root=" + HostRoot,
+							"--health-probe-bind-address=:8081",
+						},
+						Env: []corev1.EnvVar{
+							{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
+							{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
+						},
+						SecurityContext: &corev1.SecurityContext{
+							// Root, to write files owned by each user, but with only
+							// the capabilities that takes: no privileged, no escalation.
+							RunAsUser:                ptr.To[int64](0),
+							RunAsNonRoot:             ptr.To(false),
+							Privileged:               ptr.To(false),
+							AllowPrivilegeEscalation: ptr.To(false),
+							ReadOnlyRootFilesystem:   ptr.To(true),
+							Capabilities: &corev1.Capabilities{
+								Drop: []corev1.Capability{"ALL"},
+								Add:  []corev1.Capability{"CHOWN", "DAC_OVERRIDE", "FOWNER"},
+							},
+						},
+						Resources: corev1.ResourceRequirements{
+							Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("5m"), corev1.ResourceMemory: resource.MustParse("24Mi")},
+							Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("200m"), corev1.ResourceMemory: resource.MustParse("96Mi")},
+						},
+						LivenessProbe: &corev1.Probe{
+							ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(8081)}},
+							PeriodSeconds:    20,
+							FailureThreshold: 3,
+						},
+						ReadinessProbe: &corev1.Probe{
+							ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromInt32(8081)}},
+							PeriodSeconds: 10,
+						},
+						VolumeMounts: []corev1.VolumeMount{
+							{Name: "home", MountPath: HostRoot + "/home"},
+							{Name: "passwd", MountPath: HostRoot + "/etc/passwd", ReadOnly: true},
+							{Name: "group", MountPath: HostRoot + "/etc/group", ReadOnly: true},
+						},
+					}},
+					Volumes: []corev1.Volume{
+						hostPath("home", "/home", corev1.HostPathDirectory),
+						hostPath("passwd", "/etc/passwd", corev1.HostPathFile),
+						hostPath("group", "/etc/group", corev1.HostPathFile),
+					},
+				},
+			},
+		},
+	}
+}

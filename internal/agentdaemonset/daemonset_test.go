@@ -1,0 +1,80 @@
+package agentdaemonset
+
+import (
+	"slices"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+func TestDaemonSetIsLeastPrivilege(t *testing.T) {
+	ds := DaemonSet(Options{Namespace: "nodeaccess-system", Image: "example.com/agent:1", MaxUnavailable: intstr.FromString("10%")})
+	pod := ds.Spec.Template.Spec
+	if len(pod.Containers) != 1 || len(pod.InitContainers) != 0 {
+		t.Fatalf("want exactly one container, got %d (+%d init)", len(pod.Containers), len(pod.InitContainers))
+	}
+	c := pod.Containers[0]
+	sc := c.SecurityContext
+	if sc == nil || sc.Privileged == nil || *sc.Privileged || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		t.Fatalf("agent must not be privileged nor escalate: %+v", sc)
+	}
+	if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		t.Fatal("agent root file system must be read-only")
+	}
+	if !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) ||
+		!slices.Equal(sc.Capabilities.Add, []corev1.Capability{"CHOWN", "DAC_OVERRIDE", "FOWNER"}) {
+		t.Fatalf("capabilities are %+v; want ALL dropped and only CHOWN, DAC_OVERRIDE, FOWNER added", sc.Capabilities)
+	}
+	if pod.HostNetwork || pod.HostPID || pod.HostIPC {
+		t.Fatal("agent must not share host namespaces")
+	}
+
+	// Host paths: /home read-write, /etc/passwd and /etc/group read-only, nothing else.
+	hostPaths := map[string]string{}
+	for _, v := range pod.Volumes {
+		if v.HostPath == nil {
+			t.Fatalf("unexpected non-host-path volume %q", v.Name)
+		}
+		hostPaths[v.Name] = v.HostPath.Path
+	}
+	want := map[string]string{"home": "/home", "passwd": "/etc/passwd", "group": "/etc/group"}
+	if len(hostPaths) != len(want) {
+		t.Fatalf("host paths %v, want %v", hostPaths, want)
+	}
+	for name, path := range want {
+		if hostPaths[name] != path {
+			t.Fatalf("host paths %v, want %v", hostPaths, want)
+		}
+	}
+	for _, m := range c.VolumeMounts {
+		if wantRO := m.Name != "home"; m.ReadOnly != wantRO {
+			t.Errorf("mount %s read-only=%v, want %v", m.Name, m.ReadOnly, wantRO)
+		}
+	}
+
+	env := map[string]string{}
+	for _, e := range c.Env {
+		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
+			env[e.Name] = e.ValueFrom.FieldRef.FieldPath
+		}
+	}
+	if env["NODE_NAME"] != "spec.nodeName" {
+		t.Errorf("NODE_NAME must come from the downward API spec.nodeName, got %q", env["NODE_NAME"])
+	}
+	if c.Image != "example.com/agent:1" || ds.Namespace != "nodeaccess-system" {
+		t.Errorf("image %q namespace %q not taken from options", c.Image, ds.Namespace)
+	}
+	if pod.PriorityClassName != "system-node-critical" {
+		t.Errorf("priority class %q", pod.PriorityClassName)
+	}
+	if len(pod.Tolerations) != 1 || pod.Tolerations[0].Operator != corev1.TolerationOpExists || pod.Tolerations[0].Key != "" {
+		t.Errorf("agent must tolerate every taint: %+v", pod.Tolerations)
+	}
+	if got := ds.Spec.UpdateStrategy.RollingUpdate.MaxUnavailable.String(); got != "10%" {
+		t.Errorf("maxUnavailable %s, want 10%%", got)
+	}
+	if c.Resources.Limits.Memory().IsZero() || c.Resources.Requests.Cpu().IsZero() {
+		t.Error("agent needs resource requests and limits")
+	}
+}

@@ -1,0 +1,347 @@
+// Package authorizedkeys edits authorized_keys files: pure functions from the
+// file's bytes and the desired keys to the new bytes, with no I/O.
+//
+// The operator's lines live in one managed block:
+//
+//	# BEGIN nodeaccess-operator managed keys: edits between BEGIN and END are overwritten
+//	# nodeaccess team-a uid=0f3c...
+//	from="10.0.0.0/8",no-pty ssh-ed25519 AAAA... alice nodeaccess=team-a
+//	ssh-ed25519 AAAA... bob nodeaccess=team-a,team-b
+//	# nodeaccess team-b uid=7d2a...
+//	# END nodeaccess-operator managed keys
+//
+// One sub-section per grant (NodeAccess), sorted by name then UID, each
+// headed by its name and UID. A key line granted by several grants (same
+// options, type and key) appears once, in the first grant's sub-section, and
+// its last field names every grant. A grant with no key line gets no header;
+// with no key at all there is no block.
+//
+// Every line outside the block is kept byte for byte and in place: comments,
+// blank lines, options, CRLF endings, a missing final newline. A new block is
+// put at the top of the file, so appending it never has to change the user's
+// last line; an existing block is rewritten where it is.
+//
+// Damaged blocks are repaired without losing a line that is not recognisably
+// the operator's (a BEGIN or END marker, a sub-section header, or a key line
+// whose last field starts with "nodeaccess="):
+//   - BEGIN followed by END: everything between is the operator's, and hand
+//     edits there are discarded, as the BEGIN line says;
+//   - BEGIN without END (before the end of the file or the next BEGIN): only
+//     the recognisable lines of that span are dropped, the rest stays in place;
+//   - END without BEGIN: the stray marker is dropped;
+//   - several blocks: all are removed, the new block takes the first one's place.
+package authorizedkeys
+
+import (
+	"bytes"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+)
+
+// Markers and prefixes of the managed block.
+const (
+	// BeginMarker opens the managed block.
+	BeginMarker = "# BEGIN nodeaccess-operator managed keys: edits between BEGIN and END are overwritten"
+	// EndMarker closes the managed block.
+	EndMarker = "# END nodeaccess-operator managed keys"
+	// HeaderPrefix starts each grant's sub-section header: "# nodeaccess <name> uid=<uid>".
+	HeaderPrefix = "# nodeaccess "
+	// AttributionPrefix starts the last field of every managed key line.
+	AttributionPrefix = "nodeaccess="
+
+	beginPrefix = "# BEGIN nodeaccess-operator"
+	endPrefix   = "# END nodeaccess-operator"
+)
+
+// Key is one key line the operator writes.
+type Key struct {
+	// Options is the rendered sshd options prefix, e.g. `from="10.0.0.0/8",no-pty`, or "".
+	Options string
+	// Type is the key type, e.g. "ssh-ed25519".
+	Type string
+	// Base64 is the key blob.
+	Base64 string
+	// Comment is the human comment written after the key, e.g. "alice".
+	Comment string
+}
+
+// Section is what one grant gives one account.
+type Section struct {
+	// Owner is the grant's (NodeAccess's) name.
+	Owner string
+	// UID is the grant's UID.
+	UID string
+	// Keys are the grant's key lines, in order.
+	Keys []Key
+}
+
+// Owner identifies a grant found in a file.
+type Owner struct {
+	Name string
+	UID  string
+}
+
+var (
+	ownerPattern   = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
+	uidPattern     = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
+	typePattern    = regexp.MustCompile(`^[A-Za-z0-9@._-]{1,64}$`)
+	base64Pattern  = regexp.MustCompile(`^[A-Za-z0-9+/]+={0,3}$`)
+	controlPattern = regexp.MustCompile(`[\x00-\x1f\x7f]`)
+)
+
+// line is one line of a file: its text without terminator, and the
+// terminator ("\n", or "" for a last line without one). A CRLF line keeps its
+// "\r" in text, so it is written back exactly.
+type line struct {
+	text string
+	eol  string
+}
+
+func (l line) bare() string { return strings.TrimRight(l.text, " \t\r") }
+
+func isBegin(l line) bool  { return strings.HasPrefix(l.bare(), beginPrefix) }
+func isEnd(l line) bool    { return strings.HasPrefix(l.bare(), endPrefix) }
+func isHeader(l line) bool { return strings.HasPrefix(l.bare(), HeaderPrefix) }
+
+// isOurs tells whether a line is recognisably the operator's.
+func isOurs(l line) bool {
+	if isBegin(l) || isEnd(l) || isHeader(l) {
+		return true
+	}
+	fields := strings.Fields(l.text)
+	return len(fields) >= 3 && strings.HasPrefix(fields[len(fields)-1], AttributionPrefix)
+}
+
+func splitLines(content []byte) []line {
+	var lines []line
+	for len(content) > 0 {
+		i := bytes.IndexByte(content, '\n')
+		if i < 0 {
+			lines = append(lines, line{text: string(content)})
+			break
+		}
+		lines = append(lines, line{text: string(content[:i]), eol: "\n"})
+		content = content[i+1:]
+	}
+	return lines
+}
+
+// Parsed is a file split into the user's lines and the operator's.
+type Parsed struct {
+	// outside are the lines that are not the operator's, in order.
+	outside []line
+	// insertAt is where in outside the block stands, or -1 when there is none.
+	insertAt int
+	owners   []Owner
+	damaged  bool
+}
+
+// Parse splits content into the user's lines and the managed block(s).
+func Parse(content []byte) *Parsed {
+	lines := splitLines(content)
+	p := &Parsed{insertAt: -1}
+	seen := map[Owner]bool{}
+	noteHeader := func(l line) {
+		f := strings.Fields(l.bare())
+		if len(f) == 4 && strings.HasPrefix(f[3], "uid=") {
+			o := Owner{Name: f[2], UID: strings.TrimPrefix(f[3], "uid=")}
+			if !seen[o] {
+				seen[o] = true
+				p.owners = append(p.owners, o)
+			}
+		}
+	}
+	blocks := 0
+	for i := 0; i < len(lines); {
+		l := lines[i]
+		switch {
+		case isBegin(l):
+			blocks++
+			if p.insertAt < 0 {
+				p.insertAt = len(p.outside)
+			}
+			// The span runs to the matching END, or to the next BEGIN or the end of file.
+			end, closed := i+1, false
+			for ; end < len(lines); end++ {
+				if isEnd(lines[end]) {
+					closed = true
+					break
+				}
+				if isBegin(lines[end]) {
+					break
+				}
+			}
+			for _, in := range lines[i+1 : end] {
+				switch {
+				case isHeader(in):
+					noteHeader(in)
+				case !closed && !isOurs(in):
+					p.outside = append(p.outside, in) // not recognisably ours: kept
+				case closed && !isOurs(in):
+					p.damaged = true // a hand edit inside the block: discarded
+				}
+			}
+			if !closed {
+				p.damaged = true
+				i = end
+			} else {
+				i = end + 1
+			}
+		case isEnd(l):
+			p.damaged = true // stray END: dropped
+			i++
+		default:
+			p.outside = append(p.outside, l)
+			i++
+		}
+	}
+	if blocks > 1 {
+		p.damaged = true
+	}
+	sort.Slice(p.owners, func(i, j int) bool {
+		if p.owners[i].Name != p.owners[j].Name {
+			return p.owners[i].Name < p.owners[j].Name
+		}
+		return p.owners[i].UID < p.owners[j].UID
+	})
+	return p
+}
+
+// Owners lists the grants whose sub-section headers stand in the managed
+// block(s), sorted by name then UID.
+func (p *Parsed) Owners() []Owner { return append([]Owner(nil), p.owners...) }
+
+// Damaged tells whether the block was not as Render writes it: a marker
+// without its pair, several blocks, or lines inside that are not the operator's.
+func (p *Parsed) Damaged() bool { return p.damaged }
+
+// Render returns content with the managed block holding exactly sections.
+// It is deterministic and idempotent. On invalid input it returns an error
+// and the caller must write nothing.
+func Render(content []byte, sections []Section) ([]byte, error) {
+	block, err := renderBlock(sections)
+	if err != nil {
+		return nil, err
+	}
+	p := Parse(content)
+	var out bytes.Buffer
+	out.Grow(len(content) + len(block))
+	at := p.insertAt
+	if at < 0 {
+		at = 0 // a new block goes at the top: the user's lines stay byte for byte
+	}
+	for i, l := range p.outside {
+		if i == at {
+			out.Write(block)
+		}
+		out.WriteString(l.text)
+		out.WriteString(l.eol)
+	}
+	if at >= len(p.outside) {
+		if n := len(p.outside); n > 0 && p.outside[n-1].eol == "" && len(block) > 0 {
+			out.WriteByte('\n') // the block follows a last line that had no newline
+		}
+		out.Write(block)
+	}
+	return out.Bytes(), nil
+}
+
+// renderBlock writes the managed block for sections, or nothing when no
+// section has a key.
+func renderBlock(sections []Section) ([]byte, error) {
+	sorted := append([]Section(nil), sections...)
+	for _, s := range sorted {
+		if err := validateSection(s); err != nil {
+			return nil, err
+		}
+	}
+	sort.SliceStable(sorted, func(i, j int) bool {
+		if sorted[i].Owner != sorted[j].Owner {
+			return sorted[i].Owner < sorted[j].Owner
+		}
+		return sorted[i].UID < sorted[j].UID
+	})
+
+	type entry struct {
+		key    Key
+		owners []string
+	}
+	type sub struct {
+		header  string
+		entries []*entry
+	}
+	var subs []sub
+	byID := map[[3]string]*entry{}
+	for _, s := range sorted {
+		cur := sub{header: HeaderPrefix + s.Owner + " uid=" + s.UID}
+		for _, k := range s.Keys {
+			id := [3]string{k.Options, k.Type, k.Base64}
+			if e, ok := byID[id]; ok {
+				if e.owners[len(e.owners)-1] != s.Owner && !contains(e.owners, s.Owner) {
+					e.owners = append(e.owners, s.Owner)
+				}
+				continue
+			}
+			e := &entry{key: k, owners: []string{s.Owner}}
+			byID[id] = e
+			cur.entries = append(cur.entries, e)
+		}
+		if len(cur.entries) > 0 {
+			subs = append(subs, cur)
+		}
+	}
+	if len(subs) == 0 {
+		return nil, nil
+	}
+	var b bytes.Buffer
+	b.WriteString(BeginMarker + "\n")
+	for _, s := range subs {
+		b.WriteString(s.header + "\n")
+		for _, e := range s.entries {
+			sort.Strings(e.owners)
+			if e.key.Options != "" {
+				b.WriteString(e.key.Options + " ")
+			}
+			b.WriteString(e.key.Type + " " + e.key.Base64 + " ")
+			if e.key.Comment != "" {
+				b.WriteString(e.key.Comment + " ")
+			}
+			b.WriteString(AttributionPrefix + strings.Join(e.owners, ",") + "\n")
+		}
+	}
+	b.WriteString(EndMarker + "\n")
+	return b.Bytes(), nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func validateSection(s Section) error {
+	if len(s.Owner) > 253 || !ownerPattern.MatchString(s.Owner) {
+		return fmt.Errorf("grant name %q is not a valid object name", s.Owner)
+	}
+	if !uidPattern.MatchString(s.UID) {
+		return fmt.Errorf("grant %s: UID %q is not valid", s.Owner, s.UID)
+	}
+	for i, k := range s.Keys {
+		switch {
+		case !typePattern.MatchString(k.Type):
+			return fmt.Errorf("grant %s key %d: type %q is not valid", s.Owner, i, k.Type)
+		case len(k.Base64) > 16384 || !base64Pattern.MatchString(k.Base64):
+			return fmt.Errorf("grant %s key %d: key data is not base64", s.Owner, i)
+		case controlPattern.MatchString(k.Comment) || strings.Contains(k.Comment, AttributionPrefix) || len(k.Comment) > 1024:
+			return fmt.Errorf("grant %s key %d: comment has control characters, is too long or contains %q", s.Owner, i, AttributionPrefix)
+		case controlPattern.MatchString(k.Options) || len(k.Options) > 4096:
+			return fmt.Errorf("grant %s key %d: options have control characters or are too long", s.Owner, i)
+		}
+	}
+	return nil
+}

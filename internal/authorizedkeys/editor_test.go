@@ -1,0 +1,232 @@
+package authorizedkeys
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"testing"
+)
+
+const (
+	blobA = "AAAAC3NzaC1lZDI1NTE5AAAAIHQcKBUJvZCUI4cabRgJQrFMYA/uPYHs+vLi/MryWsmq"
+	blobB = "AAAAC3NzaC1lZDI1NTE5AAAAILx8BlVk0iQ8dc2TlIotZ8phKS+nHaE6FNvJayhFxslz"
+	user1 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIUserOneUserOneUserOneUserOneUserOneUserOne me@home"
+)
+
+func sec(owner, uid string, keys ...Key) Section { return Section{Owner: owner, UID: uid, Keys: keys} }
+
+func key(blob, comment string) Key { return Key{Type: "ssh-ed25519", Base64: blob, Comment: comment} }
+
+// block builds the expected managed block from its inner lines.
+func block(inner ...string) string {
+	return BeginMarker + "\n" + strings.Join(inner, "\n") + "\n" + EndMarker + "\n"
+}
+
+func TestRender(t *testing.T) {
+	teamA := sec("team-a", "uid-a", key(blobA, "alice"))
+	blockA := block("# nodeaccess team-a uid=uid-a", "ssh-ed25519 "+blobA+" alice nodeaccess=team-a")
+	cases := []struct {
+		name     string
+		in       string
+		sections []Section
+		want     string
+	}{
+		{"empty file", "", []Section{teamA}, blockA},
+		{"nothing to do", "", nil, ""},
+		{"user lines kept after a new block", "# mine\n" + user1 + "\n", []Section{teamA}, blockA + "# mine\n" + user1 + "\n"},
+		{"missing final newline kept", user1, []Section{teamA}, blockA + user1},
+		{"CRLF lines kept", "# mine\r\n" + user1 + "\r\n\r\n", []Section{teamA}, blockA + "# mine\r\n" + user1 + "\r\n\r\n"},
+		{"block replaced in place", "# top\n" + block("# nodeaccess old uid=u0", "ssh-ed25519 "+blobB+" x nodeaccess=old") + "# bottom\n",
+			[]Section{teamA}, "# top\n" + blockA + "# bottom\n"},
+		{"block removed", "# top\n" + blockA + "# bottom\n", nil, "# top\n# bottom\n"},
+		{"sections without keys remove the block", blockA + user1 + "\n", []Section{sec("team-a", "uid-a")}, user1 + "\n"},
+		{"shared key once, attributed to both", "",
+			[]Section{sec("team-b", "uid-b", key(blobA, "alice"), key(blobB, "bob")), sec("team-a", "uid-a", key(blobA, "alice"))},
+			block("# nodeaccess team-a uid=uid-a", "ssh-ed25519 "+blobA+" alice nodeaccess=team-a,team-b",
+				"# nodeaccess team-b uid=uid-b", "ssh-ed25519 "+blobB+" bob nodeaccess=team-b")},
+		{"shared key only: the second grant gets no header", "",
+			[]Section{sec("team-a", "uid-a", key(blobA, "alice")), sec("team-b", "uid-b", key(blobA, "alice"))},
+			block("# nodeaccess team-a uid=uid-a", "ssh-ed25519 "+blobA+" alice nodeaccess=team-a,team-b")},
+		{"same key, other options: two lines", "",
+			[]Section{sec("team-a", "uid-a", key(blobA, "a"), Key{Options: `from="10.0.0.0/8",no-pty`, Type: "ssh-ed25519", Base64: blobA, Comment: "a"})},
+			block("# nodeaccess team-a uid=uid-a", "ssh-ed25519 "+blobA+" a nodeaccess=team-a",
+				`from="10.0.0.0/8",no-pty ssh-ed25519 `+blobA+" a nodeaccess=team-a")},
+		{"duplicate within a grant written once", "", []Section{sec("team-a", "uid-a", key(blobA, "alice"), key(blobA, "again"))}, blockA},
+		{"hand edit inside the block discarded", block("# nodeaccess team-a uid=uid-a", "ssh-ed25519 "+blobB+" sneaked in", "ssh-ed25519 "+blobA+" alice nodeaccess=team-a") + user1 + "\n",
+			[]Section{teamA}, blockA + user1 + "\n"},
+		{"BEGIN without END keeps the user's lines", "# top\n" + BeginMarker + "\n# nodeaccess old uid=u0\nssh-ed25519 " + blobB + " x nodeaccess=old\n" + user1 + "\n# mine\n",
+			[]Section{teamA}, "# top\n" + blockA + user1 + "\n# mine\n"},
+		{"END without BEGIN dropped", user1 + "\n" + EndMarker + "\n# mine\n", []Section{teamA}, blockA + user1 + "\n# mine\n"},
+		{"two blocks become one, where the first was", "# a\n" + blockA + "# b\n" + blockA + "# c\n", []Section{teamA}, "# a\n" + blockA + "# b\n# c\n"},
+		{"BEGIN then BEGIN: the first span keeps the user's lines", BeginMarker + "\n" + user1 + "\n" + blockA + "# end\n", []Section{teamA}, blockA + user1 + "\n# end\n"},
+		{"markers with CR and trailing spaces", strings.ReplaceAll(blockA, "\n", " \r\n") + user1 + "\n", []Section{teamA}, blockA + user1 + "\n"},
+		{"operator-looking line outside the block left alone", "ssh-ed25519 " + blobB + " copied nodeaccess=old\n", nil, "ssh-ed25519 " + blobB + " copied nodeaccess=old\n"},
+		{"binary junk outside kept", "\x00\xff\xfe junk\n", []Section{teamA}, blockA + "\x00\xff\xfe junk\n"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Render([]byte(tc.in), tc.sections)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != tc.want {
+				t.Fatalf("got\n%q\nwant\n%q", got, tc.want)
+			}
+			again, err := Render(got, tc.sections)
+			if err != nil || !bytes.Equal(again, got) {
+				t.Fatalf("not idempotent:\n%q\n%q", got, again)
+			}
+			if p := Parse(got); p.Damaged() {
+				t.Fatalf("rendered output parses as damaged:\n%q", got)
+			}
+		})
+	}
+}
+
+func TestRenderIsDeterministicWhateverTheSectionOrder(t *testing.T) {
+	a := sec("team-a", "uid-a", key(blobA, "alice"))
+	b := sec("team-b", "uid-b", key(blobB, "bob"), key(blobA, "alice"))
+	x, _ := Render([]byte(user1), []Section{a, b})
+	y, _ := Render([]byte(user1), []Section{b, a})
+	if !bytes.Equal(x, y) {
+		t.Fatalf("order changed the output:\n%q\n%q", x, y)
+	}
+}
+
+func TestParseReportsOwnersAndDamage(t *testing.T) {
+	content, _ := Render([]byte(user1+"\n"), []Section{sec("team-b", "uid-b", key(blobB, "b")), sec("team-a", "uid-a", key(blobA, "a"))})
+	p := Parse(content)
+	if got := fmt.Sprint(p.Owners()); got != "[{team-a uid-a} {team-b uid-b}]" || p.Damaged() {
+		t.Fatalf("owners %s damaged %v", got, p.Damaged())
+	}
+	for name, damaged := range map[string]string{
+		"hand-added line":   strings.Replace(string(content), EndMarker, "ssh-ed25519 "+blobB+" mine\n"+EndMarker, 1),
+		"BEGIN without END": strings.Replace(string(content), EndMarker+"\n", "", 1),
+		"stray END":         string(content) + EndMarker + "\n",
+		"two blocks":        string(content) + string(content),
+	} {
+		if !Parse([]byte(damaged)).Damaged() {
+			t.Errorf("%s: not reported as damaged", name)
+		}
+	}
+	if owners := Parse([]byte(user1)).Owners(); len(owners) != 0 {
+		t.Errorf("owners in a file without block: %v", owners)
+	}
+}
+
+func TestRenderRefusesInvalidInput(t *testing.T) {
+	for name, s := range map[string]Section{
+		"bad owner":                  sec("Team_A", "uid", key(blobA, "")),
+		"owner with newline":         sec("a\nb", "uid", key(blobA, "")),
+		"bad uid":                    sec("a", "uid with space", key(blobA, "")),
+		"newline in comment":         sec("a", "uid", key(blobA, "alice\nssh-ed25519 "+blobB)),
+		"attribution in comment":     sec("a", "uid", key(blobA, "x nodeaccess=other")),
+		"bad base64":                 sec("a", "uid", key("AAAA AAAA", "")),
+		"bad type":                   sec("a", "uid", Key{Type: "ssh ed25519", Base64: blobA}),
+		"newline in options":         sec("a", "uid", Key{Options: "no-pty\ncommand=\"sh\"", Type: "ssh-ed25519", Base64: blobA}),
+		"carriage return in comment": sec("a", "uid", key(blobA, "x\r")),
+	} {
+		if _, err := Render([]byte(user1), []Section{s}); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// userLines returns the lines of content the package promises to keep: those
+// not recognisably the operator's and not inside a closed BEGIN..END block
+// (whose content the BEGIN line says is overwritten). It is written apart from
+// Parse so that the fuzzer checks one against the other.
+func userLines(content []byte) []string {
+	lines := splitLines(content)
+	var out []string
+	for i := 0; i < len(lines); i++ {
+		if isBegin(lines[i]) {
+			j := i + 1
+			for j < len(lines) && !isEnd(lines[j]) && !isBegin(lines[j]) {
+				j++
+			}
+			if j < len(lines) && isEnd(lines[j]) {
+				i = j // a closed block: skipped whole
+				continue
+			}
+		}
+		if !isOurs(lines[i]) {
+			out = append(out, lines[i].text)
+		}
+	}
+	return out
+}
+
+func FuzzRender(f *testing.F) {
+	seeds := []string{
+		"", user1, user1 + "\n", "# c\r\n" + user1 + "\r\n",
+		block("# nodeaccess a uid=u", "ssh-ed25519 "+blobA+" x nodeaccess=a") + user1,
+		BeginMarker + "\n" + user1 + "\n",
+		EndMarker + "\n" + BeginMarker + "\n" + BeginMarker,
+		"\x00\n\n\n \t\r\n",
+	}
+	for _, s := range seeds {
+		f.Add([]byte(s), uint8(0))
+		f.Add([]byte(s), uint8(3))
+	}
+	f.Fuzz(func(t *testing.T, content []byte, shape uint8) {
+		var sections []Section
+		if shape&1 != 0 {
+			sections = append(sections, sec("team-a", "uid-a", key(blobA, "alice")))
+		}
+		if shape&2 != 0 {
+			sections = append(sections, sec("team-b", "uid-b", key(blobA, "alice"), key(blobB, "bob")))
+		}
+		out, err := Render(content, sections)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Every line that is not recognisably the operator's survives, in order, byte for byte.
+		want := userLines(content)
+		got := userLines(out)
+		if strings.Join(got, "\x01") != strings.Join(want, "\x01") {
+			t.Fatalf("user lines changed:\nin  %q\nout %q", content, out)
+		}
+		again, err := Render(out, sections)
+		if err != nil || !bytes.Equal(again, out) {
+			t.Fatalf("not idempotent:\n%q\n%q", out, again)
+		}
+		p := Parse(out)
+		if p.Damaged() {
+			t.Fatalf("output parses as damaged: %q", out)
+		}
+		wantOwners := 0
+		if shape&1 != 0 {
+			wantOwners++
+		}
+		if shape&2 != 0 {
+			wantOwners++
+		}
+		if len(p.Owners()) != wantOwners {
+			t.Fatalf("owners %v, want %d: %q", p.Owners(), wantOwners, out)
+		}
+		if len(sections) == 0 && !bytes.Contains(content, []byte("nodeaccess")) && !bytes.Equal(out, content) {
+			t.Fatalf("a file without any operator line changed:\n%q\n%q", content, out)
+		}
+	})
+}
+
+func BenchmarkRenderLargeFile(b *testing.B) {
+	var content bytes.Buffer
+	for i := 0; i < 20000; i++ {
+		fmt.Fprintf(&content, "ssh-ed25519 %s user%d@host-%d comment padding padding padding\n", blobB, i, i)
+	}
+	var sections []Section
+	for i := 0; i < 50; i++ {
+		sections = append(sections, sec(fmt.Sprintf("team-%02d", i), fmt.Sprintf("uid-%d", i), key(blobA, fmt.Sprintf("k%d", i))))
+	}
+	current, _ := Render(content.Bytes(), sections)
+	b.SetBytes(int64(len(current)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := Render(current, sections); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

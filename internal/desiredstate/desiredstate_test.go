@@ -1,0 +1,154 @@
+package desiredstate
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
+	"github.com/nodeaccess/nodeaccess-operator/internal/authorizedkeys"
+)
+
+func TestRenderOptions(t *testing.T) {
+	cases := []struct {
+		name    string
+		opts    *nav1.KeyOptions
+		want    string
+		wantErr string
+	}{
+		{"none", nil, "", ""},
+		{"empty", &nav1.KeyOptions{}, "", ""},
+		{"every option in a fixed order", &nav1.KeyOptions{
+			NoUserRC: true, NoPTY: true, NoX11Forwarding: true, NoAgentForwarding: true, NoPortForwarding: true,
+			Command: "internal-sftp", From: []string{"10.0.0.0/8", "!10.1.2.3", "*.corp.example"}, Restrict: true,
+		}, `restrict,from="10.0.0.0/8,!10.1.2.3,*.corp.example",command="internal-sftp",no-port-forwarding,no-agent-forwarding,no-X11-forwarding,no-pty,no-user-rc`, ""},
+		{"from escaping its quotes", &nav1.KeyOptions{From: []string{`1.2.3.4",command="sh`}}, "", "is not a host, address or CIDR pattern"},
+		{"from smuggling a second pattern", &nav1.KeyOptions{From: []string{"10.0.0.1,*"}}, "", "is not a host, address or CIDR pattern"},
+		{"command escaping its quotes", &nav1.KeyOptions{Command: `true" ssh-ed25519 AAAA`}, "", "has a quote"},
+		{"command with a backslash", &nav1.KeyOptions{Command: `true\`}, "", "has a quote, backslash"},
+		{"command with a newline", &nav1.KeyOptions{Command: "true\nssh-ed25519 AAAA"}, "", "control character"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := RenderOptions(tc.opts)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("want error containing %q, got %q, %v", tc.wantErr, got, err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("got %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestHashChangesExactlyWithContent(t *testing.T) {
+	base := nav1.RenderedNodeAccessSpec{
+		NodeAccessName: "a", NodeAccessUID: "u", Generation: 1,
+		NodeSelector: metav1.LabelSelector{MatchLabels: map[string]string{"pool": "a"}},
+		Users:        []nav1.RenderedUser{{Name: "alice", Keys: []nav1.RenderedKey{{Type: "ssh-ed25519", Data: "AAAA"}}}},
+	}
+	h0, err := Hash(&base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same := base.DeepCopy()
+	same.Generation, same.Hash, same.NodeAccessUID = 7, "whatever", "other"
+	if h, _ := Hash(same); h != h0 {
+		t.Errorf("hash changed with generation, uid or hash field: %s vs %s", h, h0)
+	}
+	for name, mutate := range map[string]func(s *nav1.RenderedNodeAccessSpec){
+		"suspend":  func(s *nav1.RenderedNodeAccessSpec) { s.Suspend = true },
+		"selector": func(s *nav1.RenderedNodeAccessSpec) { s.NodeSelector.MatchLabels["pool"] = "b" },
+		"expiry":   func(s *nav1.RenderedNodeAccessSpec) { s.ExpiresAt = &metav1.Time{Time: time.Unix(100, 0)} },
+		"key":      func(s *nav1.RenderedNodeAccessSpec) { s.Users[0].Keys[0].Data = "BBBB" },
+		"user":     func(s *nav1.RenderedNodeAccessSpec) { s.Users[0].Name = "bob" },
+	} {
+		changed := base.DeepCopy()
+		mutate(changed)
+		if h, _ := Hash(changed); h == h0 {
+			t.Errorf("hash did not change with %s", name)
+		}
+	}
+}
+
+func TestForNode(t *testing.T) {
+	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) *metav1.Time { return &metav1.Time{Time: now.Add(d)} }
+	k := func(data string, expires *metav1.Time) nav1.RenderedKey {
+		return nav1.RenderedKey{Type: "ssh-ed25519", Data: data, Comment: data, ExpiresAt: expires}
+	}
+	rendered := func(name string, sel metav1.LabelSelector, mutate func(*nav1.RenderedNodeAccessSpec), users ...nav1.RenderedUser) nav1.RenderedNodeAccess {
+		r := nav1.RenderedNodeAccess{Spec: nav1.RenderedNodeAccessSpec{NodeAccessName: name, NodeAccessUID: "uid-" + name, NodeSelector: sel, Users: users}}
+		if mutate != nil {
+			mutate(&r.Spec)
+		}
+		return r
+	}
+	poolA := metav1.LabelSelector{MatchLabels: map[string]string{"pool": "a"}}
+	everyNode := metav1.LabelSelector{}
+	alice := func(keys ...nav1.RenderedKey) nav1.RenderedUser { return nav1.RenderedUser{Name: "alice", Keys: keys} }
+
+	plan := ForNode(map[string]string{"pool": "a"}, []nav1.RenderedNodeAccess{
+		rendered("z-every", everyNode, nil, alice(k("K1", nil)), nav1.RenderedUser{Name: "deploy", Keys: []nav1.RenderedKey{k("K2", at(time.Hour))}}),
+		rendered("a-pool", poolA, nil, alice(k("K3", at(-time.Second)), k("K4", at(30*time.Minute)))),
+		rendered("other-pool", metav1.LabelSelector{MatchLabels: map[string]string{"pool": "b"}}, nil, alice(k("K5", nil))),
+		rendered("suspended", everyNode, func(s *nav1.RenderedNodeAccessSpec) { s.Suspend = true }, alice(k("K6", nil))),
+		rendered("expired", everyNode, func(s *nav1.RenderedNodeAccessSpec) { s.ExpiresAt = at(0) }, alice(k("K7", nil))),
+		rendered("expiring", everyNode, func(s *nav1.RenderedNodeAccessSpec) { s.ExpiresAt = at(10 * time.Minute) }, alice(k("K8", nil))),
+		rendered("bad-selector", metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "pool", Operator: "Bogus"}}}, nil, alice(k("K9", nil))),
+		rendered("bad-options", everyNode, nil, alice(nav1.RenderedKey{Type: "ssh-ed25519", Data: "K10", Options: &nav1.KeyOptions{Command: `"`}})),
+	}, now)
+
+	keysOf := func(sections []authorizedkeys.Section) map[string]string {
+		got := map[string]string{}
+		for _, s := range sections {
+			var blobs []string
+			for _, key := range s.Keys {
+				blobs = append(blobs, key.Base64)
+			}
+			got[s.Owner] = strings.Join(blobs, ",")
+		}
+		return got
+	}
+	wantAlice := map[string]string{"z-every": "K1", "a-pool": "K4", "expiring": "K8"}
+	if got := keysOf(plan.Accounts["alice"]); len(got) != len(wantAlice) || got["z-every"] != "K1" || got["a-pool"] != "K4" || got["expiring"] != "K8" {
+		t.Errorf("alice's sections %v, want %v", got, wantAlice)
+	}
+	if got := keysOf(plan.Accounts["deploy"]); len(got) != 1 || got["z-every"] != "K2" {
+		t.Errorf("deploy's sections %v", got)
+	}
+	if !plan.NextChange.Equal(now.Add(10 * time.Minute)) {
+		t.Errorf("next change %v, want the grant expiring in 10 minutes", plan.NextChange)
+	}
+
+	grants := map[string]Grant{}
+	for _, g := range plan.Grants {
+		grants[g.Name] = g
+	}
+	check := func(name string, selected, active bool, keys int, wantErr bool) {
+		t.Helper()
+		g := grants[name]
+		if g.Selected != selected || g.Active != active || g.Keys != keys || (g.Err != nil) != wantErr {
+			t.Errorf("%s: selected=%v active=%v keys=%d err=%v; want %v %v %d err=%v", name, g.Selected, g.Active, g.Keys, g.Err, selected, active, keys, wantErr)
+		}
+	}
+	check("z-every", true, true, 2, false)
+	check("a-pool", true, true, 1, false)
+	check("other-pool", false, false, 0, false)
+	check("suspended", true, false, 0, false)
+	check("expired", true, false, 0, false)
+	check("expiring", true, true, 1, false)
+	check("bad-selector", false, false, 0, true)
+	check("bad-options", true, false, 0, true)
+	if len(plan.Grants) != 8 || plan.Grants[0].Name != "a-pool" {
+		t.Errorf("grants must be listed once each, sorted by name: %v", plan.Grants)
+	}
+	if _, ok := keysOf(plan.Accounts["alice"])["bad-options"]; ok {
+		t.Error("a grant with invalid options must write nothing")
+	}
+}

@@ -1,0 +1,123 @@
+package desiredstate
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
+	"github.com/nodeaccess/nodeaccess-operator/internal/authorizedkeys"
+)
+
+// Plan is what one node must hold at one instant.
+type Plan struct {
+	// Accounts maps each account that must hold keys to its sections.
+	Accounts map[string][]authorizedkeys.Section
+	// Grants describes every rendered grant as seen from this node, sorted by name.
+	Grants []Grant
+	// NextChange is the earliest future instant at which a key or grant
+	// expires, so the plan changes; zero when nothing expires.
+	NextChange time.Time
+}
+
+// Grant is one rendered NodeAccess as seen from one node.
+type Grant struct {
+	Name       string
+	UID        string
+	Generation int64
+	Hash       string
+	// Selected is true when the grant's selector matches the node.
+	Selected bool
+	// Active is true when the grant is selected, not suspended and not expired.
+	Active bool
+	// Accounts lists the accounts the grant writes keys for on this node.
+	Accounts []string
+	// Keys counts the grant's unexpired keys on this node.
+	Keys int
+	// Err is set when the grant cannot be applied here (a bad selector or key options).
+	Err error
+}
+
+// ForNode computes the plan for a node with the given labels from every
+// rendered grant, at time now.
+func ForNode(nodeLabels map[string]string, rendered []nav1.RenderedNodeAccess, now time.Time) Plan {
+	plan := Plan{Accounts: map[string][]authorizedkeys.Section{}}
+	set := labels.Set(nodeLabels)
+	for i := range rendered {
+		r := &rendered[i]
+		g := Grant{Name: r.Spec.NodeAccessName, UID: r.Spec.NodeAccessUID, Generation: r.Spec.Generation, Hash: r.Spec.Hash}
+		sections, err := grantSections(r, set, now, &g, &plan)
+		if err != nil {
+			g.Err = err
+		} else {
+			for account, s := range sections {
+				plan.Accounts[account] = append(plan.Accounts[account], s)
+				g.Accounts = append(g.Accounts, account)
+			}
+			sort.Strings(g.Accounts)
+		}
+		plan.Grants = append(plan.Grants, g)
+	}
+	sort.Slice(plan.Grants, func(i, j int) bool {
+		if plan.Grants[i].Name != plan.Grants[j].Name {
+			return plan.Grants[i].Name < plan.Grants[j].Name
+		}
+		return plan.Grants[i].UID < plan.Grants[j].UID
+	})
+	return plan
+}
+
+// grantSections returns the sections one grant contributes, per account, and
+// records the grant's selection and the plan's next change.
+func grantSections(r *nav1.RenderedNodeAccess, node labels.Set, now time.Time, g *Grant, plan *Plan) (map[string]authorizedkeys.Section, error) {
+	selector, err := metav1.LabelSelectorAsSelector(&r.Spec.NodeSelector)
+	if err != nil {
+		return nil, fmt.Errorf("parsing nodeSelector: %w", err)
+	}
+	g.Selected = selector.Matches(node)
+	if !g.Selected || r.Spec.Suspend {
+		return nil, nil
+	}
+	if expired(r.Spec.ExpiresAt, now) {
+		return nil, nil
+	}
+	sections := map[string]authorizedkeys.Section{}
+	for _, u := range r.Spec.Users {
+		s := authorizedkeys.Section{Owner: r.Spec.NodeAccessName, UID: r.Spec.NodeAccessUID}
+		for _, k := range u.Keys {
+			if expired(k.ExpiresAt, now) {
+				continue
+			}
+			opts, err := RenderOptions(k.Options)
+			if err != nil {
+				g.Keys = 0
+				return nil, fmt.Errorf("user %s key %s: %w", u.Name, k.Fingerprint, err)
+			}
+			plan.noteExpiry(k.ExpiresAt, now)
+			s.Keys = append(s.Keys, authorizedkeys.Key{Options: opts, Type: k.Type, Base64: k.Data, Comment: k.Comment})
+		}
+		if len(s.Keys) > 0 {
+			sections[u.Name] = s
+			g.Keys += len(s.Keys)
+		}
+	}
+	plan.noteExpiry(r.Spec.ExpiresAt, now)
+	g.Active = true
+	return sections, nil
+}
+
+func expired(at *metav1.Time, now time.Time) bool {
+	return at != nil && !now.Before(at.Time)
+}
+
+func (p *Plan) noteExpiry(at *metav1.Time, now time.Time) {
+	if at == nil || !at.After(now) {
+		return
+	}
+	if p.NextChange.IsZero() || at.Time.Before(p.NextChange) {
+		p.NextChange = at.Time
+	}
+}
