@@ -11,6 +11,7 @@ RUN go mod download
 COPY main.go main.go
 COPY api/ api/
 COPY cmd/ cmd/
+COPY controllers/ controllers/
 COPY internal/ internal/
 
 ENV CGO_ENABLED=0 GOOS=${TARGETOS:-linux} GOARCH=${TARGETARCH}

@@ -8,6 +8,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -18,7 +21,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	nodeaccessv1alpha1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
+	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
+	"github.com/nodeaccess/nodeaccess-operator/controllers"
+	"github.com/nodeaccess/nodeaccess-operator/internal/keypolicy"
+	"github.com/nodeaccess/nodeaccess-operator/internal/render"
 )
 
 func main() {
@@ -35,6 +41,16 @@ type options struct {
 	probeAddr     string
 	leaderElect   bool
 	enableHTTP2   bool
+
+	namespace          string
+	agentImage         string
+	agentMaxUnavail    string
+	operatorDeployment string
+	allowRoot          bool
+	minRSABits         int
+	allowCertificates  bool
+	revocationTimeout  time.Duration
+	statusDelay        time.Duration
 }
 
 func run() error {
@@ -49,6 +65,24 @@ func run() error {
 		"Elect a leader, so that only one manager replica is active at a time.")
 	flag.BoolVar(&opts.enableHTTP2, "enable-http2", false,
 		"Serve metrics over HTTP/2 as well (off by default: HTTP/2 Rapid Reset and Stream Cancellation).")
+	flag.StringVar(&opts.namespace, "namespace", os.Getenv("POD_NAMESPACE"),
+		"The operator's namespace: rendered grants and the agent DaemonSet live there (default: $POD_NAMESPACE).")
+	flag.StringVar(&opts.agentImage, "agent-image", os.Getenv("RELATED_IMAGE_AGENT"),
+		"Image of the agent DaemonSet (default: $RELATED_IMAGE_AGENT). Empty: the manager does not manage the DaemonSet.")
+	flag.StringVar(&opts.agentMaxUnavail, "agent-max-unavailable", "10%",
+		"How many agents a rolling update of the DaemonSet stops at once (a number or a percentage).")
+	flag.StringVar(&opts.operatorDeployment, "operator-deployment", "nodeaccess-controller-manager",
+		"Name of the operator's Deployment, which owns the agent DaemonSet.")
+	flag.BoolVar(&opts.allowRoot, "allow-root-user", false,
+		"Allow NodeAccess objects to grant keys to the root account.")
+	flag.IntVar(&opts.minRSABits, "min-rsa-bits", keypolicy.DefaultMinRSABits,
+		"Smallest RSA key size accepted, in bits.")
+	flag.BoolVar(&opts.allowCertificates, "allow-certificates", false,
+		"Accept OpenSSH certificates as keys.")
+	flag.DurationVar(&opts.revocationTimeout, "revocation-timeout", 5*time.Minute,
+		"How long a deleted NodeAccess waits for every live node to confirm its keys are gone.")
+	flag.DurationVar(&opts.statusDelay, "status-delay", time.Second,
+		"Node reports within this window are folded into one status update.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -58,7 +92,7 @@ func run() error {
 
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(nodeaccessv1alpha1.AddToScheme(scheme))
+	utilruntime.Must(nav1.AddToScheme(scheme))
 
 	var tlsOpts []func(*tls.Config)
 	if !opts.enableHTTP2 {
@@ -73,6 +107,9 @@ func run() error {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 
+	if opts.namespace == "" {
+		return fmt.Errorf("--namespace (or $POD_NAMESPACE) is required")
+	}
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)
@@ -84,11 +121,29 @@ func run() error {
 		LeaderElection:                opts.leaderElect,
 		LeaderElectionID:              "nodeaccess-operator.nodeaccess.io",
 		LeaderElectionReleaseOnCancel: true,
+		Cache:                         controllers.CacheOptions(opts.namespace),
 	})
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
 	}
 
+	if opts.agentImage == "" {
+		log.Info("Not managing the agent DaemonSet: no agent image (set RELATED_IMAGE_AGENT or --agent-image)")
+	}
+	if err := controllers.Setup(mgr, controllers.Options{
+		Namespace:           opts.namespace,
+		AgentImage:          opts.agentImage,
+		AgentMaxUnavailable: intstr.Parse(opts.agentMaxUnavail),
+		OperatorDeployment:  opts.operatorDeployment,
+		Render: render.Options{
+			Policy:    keypolicy.Policy{MinRSABits: opts.minRSABits, AllowCertificates: opts.allowCertificates},
+			AllowRoot: opts.allowRoot,
+		},
+		RevocationTimeout: opts.revocationTimeout,
+		StatusDelay:       opts.statusDelay,
+	}); err != nil {
+		return err
+	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("adding health check: %w", err)
 	}

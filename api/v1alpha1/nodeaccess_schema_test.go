@@ -412,12 +412,13 @@ func TestSchemaRefusesInvalidStatus(t *testing.T) {
 	}
 }
 
-// kubectl runs the kubectl built into bin/k8s (or $KUBECTL) against the test API server.
+// kubectl runs $KUBECTL, or the kubectl beside the control-plane binaries
+// (`make envtest` builds it), against the test API server.
 func kubectl(t *testing.T, args ...string) string {
 	t.Helper()
 	bin := os.Getenv("KUBECTL")
 	if bin == "" {
-		bin = filepath.Join(testenv.RepoRoot(), "bin", "k8s", "kubectl")
+		bin = filepath.Join(env.BinaryAssetsDirectory, "kubectl")
 	}
 	var out, stderr bytes.Buffer
 	cmd := exec.Command(bin, append([]string{"--kubeconfig", kubeconf}, args...)...)

@@ -1,0 +1,283 @@
+// Package controllers holds the manager's reconcilers. They are thin: read,
+// call the pure logic of internal/render and the status functions, apply,
+// report.
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
+
+	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
+	"github.com/nodeaccess/nodeaccess-operator/internal/render"
+)
+
+const (
+	// FieldOwner is the server-side apply field manager of the manager's writes.
+	FieldOwner = "nodeaccess-manager"
+	// Finalizer holds a deleted NodeAccess until its keys are gone from the nodes.
+	Finalizer = "nodeaccess.io/revoke-keys"
+	// sourcesIndex indexes NodeAccess objects by the key sources they name.
+	sourcesIndex = "nodeaccess.io/sources"
+)
+
+// +kubebuilder:rbac:groups=nodeaccess.io,resources=nodeaccesses,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=nodeaccess.io,resources=nodeaccesses/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=nodeaccess.io,resources=nodeaccesses/finalizers,verbs=update
+// +kubebuilder:rbac:groups=nodeaccess.io,resources=nodeaccessreports,verbs=get;list;watch
+// +kubebuilder:rbac:groups=nodeaccess.io,namespace=nodeaccess-system,resources=renderednodeaccesses,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=secrets;configmaps,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// NodeAccessReconciler renders each NodeAccess for the agents and reports
+// what the nodes applied.
+type NodeAccessReconciler struct {
+	Client client.Client
+	// APIReader reads key sources directly: Secret and ConfigMap data is never cached.
+	APIReader client.Reader
+	Recorder  recorder.EventRecorder
+	// Namespace is the operator's namespace, where rendered grants live.
+	Namespace string
+	// Render holds the key policy and whether root may be granted.
+	Render render.Options
+	// RevocationTimeout bounds how long a deleted NodeAccess waits for nodes
+	// to confirm its keys are gone.
+	RevocationTimeout time.Duration
+	// StatusDelay batches node reports: a burst of reports within it causes one status write.
+	StatusDelay time.Duration
+
+	now func() time.Time
+}
+
+// SetupWithManager registers the controller and its watches.
+func (r *NodeAccessReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.now == nil {
+		r.now = time.Now
+	}
+	ctx := context.Background()
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &nav1.NodeAccess{}, sourcesIndex, func(o client.Object) []string {
+		var keys []string
+		for _, ref := range render.Sources(o.(*nav1.NodeAccess)) {
+			keys = append(keys, sourceIndexKey(ref.Kind, ref.Namespace, ref.Name))
+		}
+		return keys
+	}); err != nil {
+		return fmt.Errorf("indexing key sources: %w", err)
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("nodeaccess").
+		// Every change, our own status writes included: the cache may lag
+		// behind a write, and the next event brings the reconcile that
+		// corrects a status computed from stale data.
+		For(&nav1.NodeAccess{}).
+		Owns(&nav1.RenderedNodeAccess{}).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.forSource(render.SourceSecret)), builder.OnlyMetadata).
+		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.forSource(render.SourceConfigMap)), builder.OnlyMetadata).
+		// Node heartbeats are not label changes: only these reach the queue.
+		Watches(&corev1.Node{}, r.delayed(r.allNodeAccesses), builder.OnlyMetadata,
+			builder.WithPredicates(predicate.LabelChangedPredicate{})).
+		Watches(&nav1.NodeAccessReport{}, r.delayed(r.reportedGrants)).
+		Complete(r)
+}
+
+// Reconcile follows one skeleton: get, finalizer, read, then delete or normal.
+func (r *NodeAccessReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	na := &nav1.NodeAccess{}
+	if err := r.Client.Get(ctx, req.NamespacedName, na); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !na.DeletionTimestamp.IsZero() {
+		return r.reconcileDelete(ctx, na)
+	}
+	if !controllerutil.ContainsFinalizer(na, Finalizer) {
+		patch := client.MergeFrom(na.DeepCopy())
+		controllerutil.AddFinalizer(na, Finalizer)
+		if err := r.Client.Patch(ctx, na, patch); err != nil {
+			return ctrl.Result{}, fmt.Errorf("adding finalizer: %w", err)
+		}
+	}
+	return r.reconcileNormal(ctx, na)
+}
+
+// reconcileNormal renders the grant, applies it when it changed, and reports.
+func (r *NodeAccessReconciler) reconcileNormal(ctx context.Context, na *nav1.NodeAccess) (ctrl.Result, error) {
+	now := r.now()
+	sources, err := r.readSources(ctx, na)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	res := render.NodeAccess(na, sources, r.Render, now)
+	if res.TooLarge == nil {
+		if err := r.applyRendered(ctx, na, &res.Spec); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	obs, err := r.observe(ctx, na)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	status := computeStatus(na, &res, obs, now)
+	if err := r.patchStatus(ctx, na, status); err != nil {
+		return ctrl.Result{}, err
+	}
+	if res.NextExpiry != nil {
+		return ctrl.Result{RequeueAfter: res.NextExpiry.Sub(now) + 10*time.Millisecond}, nil
+	}
+	return ctrl.Result{}, nil
+}
+
+// readSources reads the content of every key source straight from the API
+// server. A missing object or data key is left out of the map.
+func (r *NodeAccessReconciler) readSources(ctx context.Context, na *nav1.NodeAccess) (map[render.SourceRef]string, error) {
+	out := map[render.SourceRef]string{}
+	for _, ref := range render.Sources(na) {
+		key := types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}
+		switch ref.Kind {
+		case render.SourceSecret:
+			s := &corev1.Secret{}
+			if err := r.APIReader.Get(ctx, key, s); err != nil {
+				if apierrors.IsNotFound(err) {
+					continue
+				}
+				return nil, fmt.Errorf("reading %s: %w", ref, err)
+			}
+			if v, ok := s.Data[ref.Key]; ok {
+				out[ref] = string(v)
+			}
+		case render.SourceConfigMap:
+			cm := &corev1.ConfigMap{}
+			if err := r.APIReader.Get(ctx, key, cm); err != nil {
+				if apierrors.IsNotFound(err) {
+					continue
+				}
+				return nil, fmt.Errorf("reading %s: %w", ref, err)
+			}
+			if v, ok := cm.Data[ref.Key]; ok {
+				out[ref] = v
+			} else if b, ok := cm.BinaryData[ref.Key]; ok {
+				out[ref] = string(b)
+			}
+		}
+	}
+	return out, nil
+}
+
+// applyRendered writes the rendered grant only when its content or source
+// generation changed: one write per NodeAccess change, whatever the number of nodes.
+func (r *NodeAccessReconciler) applyRendered(ctx context.Context, na *nav1.NodeAccess, spec *nav1.RenderedNodeAccessSpec) error {
+	existing := &nav1.RenderedNodeAccess{}
+	err := r.Client.Get(ctx, types.NamespacedName{Namespace: r.Namespace, Name: na.Name}, existing)
+	switch {
+	case err == nil && existing.Spec.Hash == spec.Hash && existing.Spec.Generation == spec.Generation &&
+		existing.Spec.NodeAccessUID == spec.NodeAccessUID:
+		return nil
+	case err != nil && !apierrors.IsNotFound(err):
+		return fmt.Errorf("reading rendered grant: %w", err)
+	}
+	desired := &nav1.RenderedNodeAccess{
+		TypeMeta: metav1.TypeMeta{APIVersion: nav1.GroupVersion.String(), Kind: "RenderedNodeAccess"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name: na.Name, Namespace: r.Namespace,
+			Labels: map[string]string{"app.kubernetes.io/managed-by": "nodeaccess-operator"},
+			OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: nav1.GroupVersion.String(), Kind: "NodeAccess", Name: na.Name, UID: na.UID,
+				Controller: ptrTo(true), BlockOwnerDeletion: ptrTo(true),
+			}},
+		},
+		Spec: *spec,
+	}
+	if err := applyObject(ctx, r.Client, desired); err != nil {
+		return fmt.Errorf("writing rendered grant: %w", err)
+	}
+	r.Recorder.Eventf(na, nil, corev1.EventTypeNormal, "Rendered", "Render",
+		"Rendered generation %d: %d accounts for the agents", na.Generation, len(spec.Users))
+	return nil
+}
+
+// forSource maps a changed Secret or ConfigMap to the NodeAccess objects naming it.
+func (r *NodeAccessReconciler) forSource(kind render.SourceKind) handler.MapFunc {
+	return func(ctx context.Context, o client.Object) []reconcile.Request {
+		var list nav1.NodeAccessList
+		if err := r.Client.List(ctx, &list, client.MatchingFields{sourcesIndex: sourceIndexKey(kind, o.GetNamespace(), o.GetName())}); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "Listing NodeAccess objects for a key source")
+			return nil
+		}
+		reqs := make([]reconcile.Request, 0, len(list.Items))
+		for _, na := range list.Items {
+			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: na.Name}})
+		}
+		return reqs
+	}
+}
+
+// allNodeAccesses maps a node event to every NodeAccess.
+func (r *NodeAccessReconciler) allNodeAccesses(ctx context.Context, _ client.Object) []reconcile.Request {
+	var list nav1.NodeAccessList
+	if err := r.Client.List(ctx, &list); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Listing NodeAccess objects for a node change")
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for _, na := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: na.Name}})
+	}
+	return reqs
+}
+
+// reportedGrants maps a node report to the NodeAccess objects it mentions.
+func (r *NodeAccessReconciler) reportedGrants(_ context.Context, o client.Object) []reconcile.Request {
+	report, ok := o.(*nav1.NodeAccessReport)
+	if !ok {
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(report.Status.Grants))
+	for _, g := range report.Status.Grants {
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: g.Name}})
+	}
+	return reqs
+}
+
+// delayed enqueues the mapped requests after StatusDelay. Requests for the
+// same object within that window collapse into one, so a thousand node
+// reports arriving together cost one reconcile and one status write.
+func (r *NodeAccessReconciler) delayed(mapFn handler.MapFunc) handler.EventHandler {
+	add := func(ctx context.Context, o client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		for _, req := range mapFn(ctx, o) {
+			q.AddAfter(req, r.StatusDelay)
+		}
+	}
+	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(ctx, e.Object, q)
+		},
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(ctx, e.ObjectOld, q)
+			add(ctx, e.ObjectNew, q)
+		},
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(ctx, e.Object, q)
+		},
+	}
+}
+
+func sourceIndexKey(kind render.SourceKind, namespace, name string) string {
+	return string(kind) + "/" + namespace + "/" + name
+}
+
+func ptrTo[T any](v T) *T { return &v }

@@ -1,0 +1,93 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
+	"github.com/nodeaccess/nodeaccess-operator/internal/testenv"
+)
+
+// TestManagerWritesDoNotGrowWithNodes counts the manager's write requests
+// for one NodeAccess change while N simulated nodes report it applied. The
+// nodes here are Node objects whose reports the test writes as agents would:
+// the manager is what is measured.
+func TestManagerWritesDoNotGrowWithNodes(t *testing.T) {
+	perChange := map[int]int{}
+	for _, n := range []int{5, 60} {
+		perChange[n] = writesForOneChange(t, n)
+		t.Logf("%d nodes: %d manager writes for one NodeAccess change", n, perChange[n])
+	}
+	// Writes that grew with nodes would be 12 times as many at 60 as at 5;
+	// a constant cost varies only by how reports fall into status batches.
+	if perChange[60] > perChange[5]+2 || perChange[60] > 10 {
+		t.Fatalf("manager writes grow with nodes: %v", perChange)
+	}
+}
+
+func writesForOneChange(t *testing.T, n int) int {
+	ctx := context.Background()
+	pool := fmt.Sprintf("scale-%d", n)
+	var nodes []string
+	for i := range n {
+		name := fmt.Sprintf("%s-%d", pool, i)
+		obj := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"pool": pool}}}
+		must(t, k8sClient.Create(ctx, obj))
+		t.Cleanup(func() { _ = k8sClient.Delete(ctx, obj) })
+		nodes = append(nodes, name)
+	}
+	create(t, nodeAccess(pool, pool, newKey(t, "first").line))
+	reportAll(t, pool, nodes)
+	testenv.Eventually(t, timeout, "in sync", statusIs(pool, int32(n), int32(n), 1, nav1.AllNodesInSyncReason))
+	time.Sleep(time.Second) // let every delayed request drain
+
+	before := writes.matching("/")
+	update(t, pool, func(na *nav1.NodeAccess) {
+		na.Spec.Users[0].Keys = append(na.Spec.Users[0].Keys, nav1.AuthorizedKey{Key: newKey(t, "second").line})
+	})
+	reportAll(t, pool, nodes)
+	testenv.Eventually(t, timeout, "in sync again", statusIs(pool, int32(n), int32(n), 2, nav1.AllNodesInSyncReason))
+	time.Sleep(time.Second)
+	return writes.matching("/") - before
+}
+
+// reportAll writes, for every node, a report saying it applied the current
+// rendering of the grant, as each node's agent would.
+func reportAll(t *testing.T, name string, nodes []string) {
+	t.Helper()
+	ctx := context.Background()
+	rendered := &nav1.RenderedNodeAccess{}
+	var na nav1.NodeAccess
+	testenv.Eventually(t, timeout, "rendered at the current generation", func() error {
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: name}, &na); err != nil {
+			return err
+		}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, rendered); err != nil {
+			return err
+		}
+		if rendered.Spec.Generation != na.Generation {
+			return fmt.Errorf("rendered generation %d, object %d", rendered.Spec.Generation, na.Generation)
+		}
+		return nil
+	})
+	keys := int32(len(rendered.Spec.Users[0].Keys))
+	for _, node := range nodes {
+		report := &nav1.NodeAccessReport{}
+		err := k8sClient.Get(ctx, client.ObjectKey{Name: node}, report)
+		if err != nil {
+			report = &nav1.NodeAccessReport{ObjectMeta: metav1.ObjectMeta{Name: node}}
+			must(t, k8sClient.Create(ctx, report))
+			t.Cleanup(func() { _ = k8sClient.Delete(ctx, report) })
+		}
+		report.Status.Grants = []nav1.GrantReport{{
+			Name: name, UID: string(na.UID), Generation: na.Generation, Hash: rendered.Spec.Hash, Keys: keys, Applied: true,
+		}}
+		must(t, k8sClient.Status().Update(ctx, report))
+	}
+}

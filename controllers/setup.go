@@ -1,0 +1,77 @@
+package controllers
+
+import (
+	"fmt"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
+
+	"github.com/nodeaccess/nodeaccess-operator/internal/agentdaemonset"
+	"github.com/nodeaccess/nodeaccess-operator/internal/render"
+)
+
+// Options configure the manager's controllers.
+type Options struct {
+	// Namespace is the operator's namespace.
+	Namespace string
+	// AgentImage is the agent DaemonSet's image; empty disables the DaemonSet controller.
+	AgentImage string
+	// AgentMaxUnavailable bounds the DaemonSet's rolling updates.
+	AgentMaxUnavailable intstr.IntOrString
+	// OperatorDeployment owns the DaemonSet.
+	OperatorDeployment string
+	// Render holds the key policy.
+	Render render.Options
+	// RevocationTimeout bounds the wait for nodes to confirm a revocation.
+	RevocationTimeout time.Duration
+	// StatusDelay folds bursts of node reports into one status write.
+	StatusDelay time.Duration
+}
+
+// Setup registers every controller of the manager.
+func Setup(mgr ctrl.Manager, opts Options) error {
+	na := &NodeAccessReconciler{
+		Client:            mgr.GetClient(),
+		APIReader:         mgr.GetAPIReader(),
+		Recorder:          mgr.GetEventRecorder("nodeaccess-manager"),
+		Namespace:         opts.Namespace,
+		Render:            opts.Render,
+		RevocationTimeout: opts.RevocationTimeout,
+		StatusDelay:       opts.StatusDelay,
+	}
+	if err := na.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the NodeAccess controller: %w", err)
+	}
+	if opts.AgentImage == "" {
+		return nil
+	}
+	ds := &AgentDaemonSetReconciler{
+		Client: mgr.GetClient(),
+		Options: agentdaemonset.Options{
+			Namespace: opts.Namespace, Image: opts.AgentImage, MaxUnavailable: opts.AgentMaxUnavailable,
+		},
+		OwnerDeployment: opts.OperatorDeployment,
+	}
+	if err := ds.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the agent DaemonSet controller: %w", err)
+	}
+	return nil
+}
+
+// CacheOptions limit the manager's cache to what it needs: the operator
+// namespace's own objects. Secret and ConfigMap data is never cached: only
+// their metadata is watched, and their content read when a grant names them.
+func CacheOptions(namespace string) cache.Options {
+	inNamespace := cache.ByObject{Namespaces: map[string]cache.Config{namespace: {}}}
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&nav1.RenderedNodeAccess{}: inNamespace,
+		&appsv1.DaemonSet{}:        inNamespace,
+		&appsv1.Deployment{}:       inNamespace,
+	}}
+}
