@@ -120,5 +120,5 @@ kubectl: ## Build kubectl into bin/k8s.
 	hack/tools/build.sh kubectl
 
 .PHONY: demo
-demo: envtest kubectl ## Run the product locally: control plane, CRDs, samples, and what a user sees.
+demo: envtest build ## Run the product locally: control plane, manager, agents on simulated nodes, the samples, and the files they write.
 	KUBEBUILDER_ASSETS="$(K8S_BIN)" KUBECTL="$(K8S_BIN)/kubectl" go run ./hack/demo

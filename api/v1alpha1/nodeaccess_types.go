@@ -330,7 +330,7 @@ type KeyRefusal struct {
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:scope=Cluster,shortName=na,categories=nodeaccess
+// +kubebuilder:resource:scope=Cluster,shortName=na,categories=nodeaccess-operator
 // +kubebuilder:printcolumn:name="Users",type=string,JSONPath=`.spec.users[*].name`
 // +kubebuilder:printcolumn:name="Keys",type=integer,JSONPath=`.status.keysGranted`
 // +kubebuilder:printcolumn:name="Selected",type=integer,JSONPath=`.status.selectedNodes`
@@ -338,7 +338,7 @@ type KeyRefusal struct {
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=10
-// +kubebuilder:printcolumn:name="Next-Expiry",type=date,JSONPath=`.status.nextExpiry`,priority=10
+// +kubebuilder:printcolumn:name="Next-Expiry",type=string,JSONPath=`.status.nextExpiry`,priority=10
 // +kubebuilder:printcolumn:name="Suspended",type=boolean,JSONPath=`.spec.suspend`,priority=10
 type NodeAccess struct {
 	metav1.TypeMeta `json:",inline"`

@@ -111,7 +111,7 @@ type RenderedKey struct {
 // operator and not meant to be edited.
 //
 // +kubebuilder:object:root=true
-// +kubebuilder:resource:scope=Namespaced,shortName=rna,categories=nodeaccess
+// +kubebuilder:resource:scope=Namespaced,shortName=rna,categories=nodeaccess-operator
 // +kubebuilder:printcolumn:name="NodeAccess",type=string,JSONPath=`.spec.nodeAccessName`
 // +kubebuilder:printcolumn:name="Generation",type=integer,JSONPath=`.spec.generation`
 // +kubebuilder:printcolumn:name="Hash",type=string,JSONPath=`.spec.hash`,priority=10
