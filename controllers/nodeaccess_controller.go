@@ -62,7 +62,8 @@ type NodeAccessReconciler struct {
 	// StatusDelay batches node reports: a burst of reports within it causes one status write.
 	StatusDelay time.Duration
 
-	now func() time.Time
+	now         func() time.Time
+	propagation propagation
 }
 
 // SetupWithManager registers the controller and its watches.
@@ -102,6 +103,7 @@ func (r *NodeAccessReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err := r.Client.Get(ctx, req.NamespacedName, na); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	defer r.countGrants(ctx)
 	if !na.DeletionTimestamp.IsZero() {
 		return r.reconcileDelete(ctx, na)
 	}
@@ -133,6 +135,7 @@ func (r *NodeAccessReconciler) reconcileNormal(ctx context.Context, na *nav1.Nod
 		return ctrl.Result{}, err
 	}
 	status := computeStatus(na, &res, obs, now)
+	r.recordMetrics(na.Name, string(na.UID), res.Spec.Hash, status.SelectedNodes, status.NodesInSync, status.KeysGranted, len(status.RefusedKeys), now)
 	if err := r.patchStatus(ctx, na, status); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -205,6 +208,7 @@ func (r *NodeAccessReconciler) applyRendered(ctx context.Context, na *nav1.NodeA
 	if err := applyObject(ctx, r.Client, desired); err != nil {
 		return fmt.Errorf("writing rendered grant: %w", err)
 	}
+	r.propagation.rendered(string(na.UID), spec.Hash, r.now())
 	r.Recorder.Eventf(na, nil, corev1.EventTypeNormal, "Rendered", "Render",
 		"Rendered generation %d: %d accounts for the agents", na.Generation, len(spec.Users))
 	return nil
@@ -273,6 +277,14 @@ func (r *NodeAccessReconciler) delayed(mapFn handler.MapFunc) handler.EventHandl
 		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			add(ctx, e.Object, q)
 		},
+	}
+}
+
+// countGrants sets the number of NodeAccess objects from the cache.
+func (r *NodeAccessReconciler) countGrants(ctx context.Context) {
+	var list nav1.NodeAccessList
+	if err := r.Client.List(ctx, &list, client.UnsafeDisableDeepCopy); err == nil {
+		grantsTotal.Set(float64(len(list.Items)))
 	}
 }
 

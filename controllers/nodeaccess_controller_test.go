@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
 	"github.com/nodeaccess/nodeaccess-operator/controllers"
@@ -190,6 +191,17 @@ func TestGrantLifecycle(t *testing.T) {
 		t.Fatalf("hand-written lines changed:\n%s", nodes[0].host.Read("alice"))
 	}
 	testenv.Eventually(t, timeout, "Granted event", hasEvent("life", "Granted"))
+	testenv.Eventually(t, timeout, "metrics", func() error {
+		for name, want := range map[string]float64{"nodeaccess_nodes_selected": 2, "nodeaccess_nodes_in_sync": 2, "nodeaccess_keys_granted": 1, "nodeaccess_keys_refused": 0} {
+			if got, ok := gauge(name, "life"); !ok || got != want {
+				return fmt.Errorf("%s{nodeaccess=life} = %v (found %v), want %v", name, got, ok, want)
+			}
+		}
+		if n := histogramCount("nodeaccess_propagation_seconds"); n == 0 {
+			return fmt.Errorf("no propagation time observed")
+		}
+		return nil
+	})
 
 	// The rendered grant is owned by the NodeAccess, in the operator namespace.
 	rendered := &nav1.RenderedNodeAccess{}
@@ -236,6 +248,37 @@ func TestGrantLifecycle(t *testing.T) {
 		t.Fatalf("after revocation the file must be what the user wrote:\n%q\nwant\n%q", got, handWritten)
 	}
 	testenv.Eventually(t, timeout, "Revoked event", hasEvent("life", "Revoked"))
+	if _, ok := gauge("nodeaccess_nodes_in_sync", "life"); ok {
+		t.Error("a deleted grant's metrics remain")
+	}
+}
+
+// gauge reads a per-grant gauge from controller-runtime's registry.
+func gauge(name, nodeAccess string) (float64, bool) {
+	families, _ := metrics.Registry.Gather()
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "nodeaccess" && l.GetValue() == nodeAccess {
+					return m.GetGauge().GetValue(), true
+				}
+			}
+		}
+	}
+	return 0, false
+}
+
+func histogramCount(name string) uint64 {
+	families, _ := metrics.Registry.Gather()
+	for _, f := range families {
+		if f.GetName() == name && len(f.GetMetric()) > 0 {
+			return f.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	return 0
 }
 
 func TestDeletionWaitsForNodesThatStillHoldKeys(t *testing.T) {

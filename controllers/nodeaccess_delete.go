@@ -69,6 +69,7 @@ func (r *NodeAccessReconciler) reconcileDelete(ctx context.Context, na *nav1.Nod
 	} else {
 		r.Recorder.Eventf(na, nil, corev1.EventTypeNormal, "Revoked", "Revoke", "Every node removed the keys")
 	}
+	r.forgetMetrics(na.Name, string(na.UID))
 	patch := client.MergeFrom(na.DeepCopy())
 	controllerutil.RemoveFinalizer(na, Finalizer)
 	if err := r.Client.Patch(ctx, na, patch); err != nil {
