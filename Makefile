@@ -17,6 +17,9 @@ KUSTOMIZE ?= go tool kustomize
 KUBECTL ?= $(shell command -v kubectl 2>/dev/null || echo $(K8S_BIN)/kubectl)
 CONTAINER_TOOL ?= docker
 
+# NAMESPACE is the operator's namespace for `make run`.
+NAMESPACE ?= nodeaccess-system
+
 # Test settings. GOTEST_FLAGS are passed to every `go test`.
 GOTEST_FLAGS ?= -count=1
 TEST_TIMEOUT ?= 30m
@@ -80,7 +83,7 @@ build: generate fmt vet ## Build the manager and agent binaries into bin/.
 
 .PHONY: run
 run: manifests generate fmt vet ## Run the manager against the cluster of the current kubeconfig.
-	go run . --metrics-bind-address=0 --health-probe-bind-address=127.0.0.1:8081
+	go run . --namespace=$(NAMESPACE) --metrics-bind-address=0 --health-probe-bind-address=127.0.0.1:8081
 
 .PHONY: docker-build
 docker-build: ## Build the operator image (manager and agent).

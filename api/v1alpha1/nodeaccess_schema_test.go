@@ -368,6 +368,21 @@ func TestSchemaRefusesMalformedJSON(t *testing.T) {
 			user["keys"] = []any{}
 			user["keysFrom"] = []any{map[string]any{"secretKeyRef": map[string]any{"namespace": "a", "name": "b", "key": "c"}}}
 		}, "spec.users[0].keys: Invalid value: 0: spec.users[0].keys in body should have at least 1 items"},
+		{"empty users list", func(spec map[string]any) { spec["users"] = []any{} },
+			"spec.users: Invalid value: 0: spec.users in body should have at least 1 items"},
+		{"empty user name", func(spec map[string]any) { spec["users"].([]any)[0].(map[string]any)["name"] = "" },
+			"spec.users[0].name in body should be at least 1 chars long"},
+		{"empty keysFrom list", func(spec map[string]any) { spec["users"].([]any)[0].(map[string]any)["keysFrom"] = []any{} },
+			"spec.users[0].keysFrom: Invalid value: 0: spec.users[0].keysFrom in body should have at least 1 items"},
+		{"empty from list", func(spec map[string]any) {
+			spec["users"].([]any)[0].(map[string]any)["options"] = map[string]any{"from": []any{}}
+		}, "spec.users[0].options.from: Invalid value: 0: spec.users[0].options.from in body should have at least 1 items"},
+		{"empty from pattern", func(spec map[string]any) {
+			spec["users"].([]any)[0].(map[string]any)["options"] = map[string]any{"from": []any{""}}
+		}, "spec.users[0].options.from[0] in body should be at least 1 chars long"},
+		{"command too long", func(spec map[string]any) {
+			spec["users"].([]any)[0].(map[string]any)["options"] = map[string]any{"command": strings.Repeat("x", 1025)}
+		}, "spec.users[0].options.command: Too long: may not be more than 1024 bytes"},
 		{"expiresAt not a time", func(spec map[string]any) { spec["expiresAt"] = "next tuesday" }, `spec.expiresAt: Invalid value: "next tuesday": spec.expiresAt in body must be of type date-time`},
 		{"suspend not a bool", func(spec map[string]any) { spec["suspend"] = "yes" }, `spec.suspend: Invalid value: "string": spec.suspend in body must be of type boolean`},
 		{"unknown option", func(spec map[string]any) {
