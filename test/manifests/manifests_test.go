@@ -1,0 +1,310 @@
+// Package manifests tests the manifests the project ships (kustomize build
+// config/default): least-privilege RBAC, the manager's pod security, and the
+// policy that binds each agent to its own node's report, enforced by a real
+// kube-apiserver.
+package manifests
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
+	"github.com/nodeaccess/nodeaccess-operator/internal/testenv"
+)
+
+const namespace = "nodeaccess-system"
+
+// build returns the objects of `kustomize build config/default`.
+func build(t *testing.T) []*unstructured.Unstructured {
+	t.Helper()
+	cmd := exec.Command("go", "tool", "kustomize", "build", "config/default")
+	cmd.Dir = testenv.RepoRoot()
+	var out, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("kustomize build: %v\n%s", err, stderr.String())
+	}
+	dec := utilyaml.NewYAMLOrJSONDecoder(&out, 4096)
+	var objs []*unstructured.Unstructured
+	for {
+		u := &unstructured.Unstructured{}
+		if err := dec.Decode(&u.Object); err != nil {
+			break
+		}
+		if len(u.Object) > 0 {
+			objs = append(objs, u)
+		}
+	}
+	if len(objs) < 10 {
+		t.Fatalf("kustomize built only %d objects", len(objs))
+	}
+	return objs
+}
+
+func of(objs []*unstructured.Unstructured, kinds ...string) []*unstructured.Unstructured {
+	var out []*unstructured.Unstructured
+	for _, o := range objs {
+		if slices.Contains(kinds, o.GetKind()) {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+func rules(t *testing.T, o *unstructured.Unstructured) []rbacv1.PolicyRule {
+	t.Helper()
+	var role rbacv1.ClusterRole
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &role); err != nil {
+		t.Fatal(err)
+	}
+	return role.Rules
+}
+
+func TestRBACIsLeastPrivilege(t *testing.T) {
+	objs := build(t)
+	roles := of(objs, "ClusterRole", "Role")
+	byName := map[string][]rbacv1.PolicyRule{}
+	for _, r := range roles {
+		byName[r.GetKind()+"/"+r.GetName()] = rules(t, r)
+		for _, rule := range byName[r.GetKind()+"/"+r.GetName()] {
+			for _, list := range [][]string{rule.APIGroups, rule.Resources, rule.Verbs, rule.NonResourceURLs} {
+				if slices.Contains(list, "*") {
+					t.Errorf("%s %s has a wildcard: %+v", r.GetKind(), r.GetName(), rule)
+				}
+			}
+		}
+	}
+	can := func(role, group, resource string, verbs ...string) bool {
+		for _, rule := range byName[role] {
+			if slices.Contains(rule.APIGroups, group) && slices.Contains(rule.Resources, resource) {
+				for _, v := range verbs {
+					if slices.Contains(rule.Verbs, v) {
+						return true
+					}
+				}
+			}
+		}
+		return false
+	}
+	writes := []string{"create", "update", "patch", "delete", "deletecollection"}
+	for _, agentRole := range []string{"ClusterRole/nodeaccess-agent-role", "Role/nodeaccess-agent-role"} {
+		if _, ok := byName[agentRole]; !ok {
+			t.Fatalf("%s not shipped", agentRole)
+		}
+		for _, res := range []string{"secrets", "configmaps"} {
+			if can(agentRole, "", res, "get", "list", "watch") {
+				t.Errorf("%s can read %s", agentRole, res)
+			}
+		}
+		if can(agentRole, "nodeaccess.io", "nodeaccesses", append(writes, "get", "list", "watch")...) {
+			t.Errorf("%s can reach NodeAccess objects", agentRole)
+		}
+		if can(agentRole, "", "nodes", writes...) {
+			t.Errorf("%s can write nodes", agentRole)
+		}
+	}
+	for _, managerRole := range []string{"ClusterRole/nodeaccess-manager-role", "Role/nodeaccess-manager-role"} {
+		for _, res := range []string{"secrets", "configmaps", "nodes"} {
+			if can(managerRole, "", res, writes...) {
+				t.Errorf("%s can write %s", managerRole, res)
+			}
+		}
+	}
+	if !can("ClusterRole/nodeaccess-manager-role", "", "secrets", "get") {
+		t.Error("the manager must be able to read key sources")
+	}
+	// Teams' roles reach NodeAccess objects only.
+	for _, team := range []string{"ClusterRole/nodeaccess-editor", "ClusterRole/nodeaccess-viewer"} {
+		for _, rule := range byName[team] {
+			if !slices.Equal(rule.APIGroups, []string{"nodeaccess.io"}) {
+				t.Errorf("%s reaches beyond nodeaccess.io: %+v", team, rule)
+			}
+		}
+	}
+	if can("ClusterRole/nodeaccess-viewer", "nodeaccess.io", "nodeaccesses", writes...) {
+		t.Error("the viewer role can write")
+	}
+}
+
+func TestManagerPodPassesRestricted(t *testing.T) {
+	deployments := of(build(t), "Deployment")
+	if len(deployments) != 1 {
+		t.Fatalf("want one Deployment, got %d", len(deployments))
+	}
+	var pod corev1.PodTemplateSpec
+	tmpl, _, _ := unstructured.NestedMap(deployments[0].Object, "spec", "template")
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(tmpl, &pod); err != nil {
+		t.Fatal(err)
+	}
+	spec := pod.Spec
+	if spec.SecurityContext == nil || spec.SecurityContext.RunAsNonRoot == nil || !*spec.SecurityContext.RunAsNonRoot ||
+		spec.SecurityContext.SeccompProfile == nil || spec.SecurityContext.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("pod security context %+v: want runAsNonRoot and the RuntimeDefault seccomp profile", spec.SecurityContext)
+	}
+	if spec.HostNetwork || spec.HostPID || spec.HostIPC {
+		t.Error("the manager shares a host namespace")
+	}
+	for _, v := range spec.Volumes {
+		if v.HostPath != nil {
+			t.Errorf("the manager mounts a host path: %s", v.HostPath.Path)
+		}
+	}
+	for _, c := range spec.Containers {
+		sc := c.SecurityContext
+		if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+			sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) > 0 ||
+			sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || (sc.Privileged != nil && *sc.Privileged) {
+			t.Errorf("container %s security context %+v is not restricted", c.Name, sc)
+		}
+		var agentImage bool
+		for _, e := range c.Env {
+			agentImage = agentImage || e.Name == "RELATED_IMAGE_AGENT"
+		}
+		if !agentImage {
+			t.Errorf("container %s has no RELATED_IMAGE_AGENT", c.Name)
+		}
+	}
+}
+
+// TestAgentsWriteOnlyTheirOwnReport applies the shipped RBAC and policy to a
+// real API server and acts as two agents, with tokens bound to pods on two nodes.
+func TestAgentsWriteOnlyTheirOwnReport(t *testing.T) {
+	ctx := context.Background()
+	env, err := testenv.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	scheme := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = nav1.AddToScheme(scheme)
+	admin, err := client.New(env.Config, client.Options{Scheme: scheme})
+	must(t, err)
+
+	// The shipped namespace, accounts, roles, bindings and policy.
+	for _, o := range of(build(t), "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+		"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding") {
+		must(t, admin.Apply(ctx, client.ApplyConfigurationFromUnstructured(o), client.FieldOwner("test"), client.ForceOwnership))
+	}
+
+	// Two nodes, an agent pod on each.
+	pods := map[string]*corev1.Pod{}
+	for _, node := range []string{"node-a", "node-b"} {
+		must(t, admin.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}))
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "agent-" + node, Namespace: namespace},
+			Spec: corev1.PodSpec{
+				NodeName: node, ServiceAccountName: "nodeaccess-agent",
+				Containers: []corev1.Container{{Name: "agent", Image: "example.com/agent"}},
+			},
+		}
+		must(t, admin.Create(ctx, pod))
+		pods[node] = pod
+	}
+	clientset, err := kubernetes.NewForConfig(env.Config)
+	must(t, err)
+	tokenFor := func(pod *corev1.Pod) string {
+		req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptrTo(int64(600))}}
+		if pod != nil {
+			req.Spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}
+		}
+		tr, err := clientset.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, "nodeaccess-agent", req, metav1.CreateOptions{})
+		must(t, err)
+		return tr.Status.Token
+	}
+	as := func(token string) client.Client {
+		cfg := rest.AnonymousClientConfig(env.Config)
+		cfg.BearerToken = token
+		c, err := client.New(cfg, client.Options{Scheme: scheme})
+		must(t, err)
+		return c
+	}
+	agentA := as(tokenFor(pods["node-a"]))
+	unbound := as(tokenFor(nil))
+
+	report := func(name string) *nav1.NodeAccessReport {
+		return &nav1.NodeAccessReport{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	}
+	// The policy is in force once the API server has loaded it.
+	testenv.Eventually(t, 20*time.Second, "policy denies another node's report", func() error {
+		err := agentA.Create(ctx, report("node-b"))
+		if err == nil {
+			_ = admin.Delete(ctx, report("node-b"))
+			return fmt.Errorf("agent on node-a created node-b's report")
+		}
+		if !apierrors.IsInvalid(err) && !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "only the report of its own node (node-a)") {
+			return fmt.Errorf("unexpected refusal: %v", err)
+		}
+		return nil
+	})
+
+	// Its own report: create and status update are allowed.
+	own := report("node-a")
+	must(t, agentA.Create(ctx, own))
+	patch := client.MergeFrom(own.DeepCopy())
+	own.Status.Keys = 3
+	must(t, agentA.Status().Patch(ctx, own, patch))
+
+	// Another node's existing report: update refused.
+	other := report("node-b")
+	must(t, admin.Create(ctx, other))
+	patch = client.MergeFrom(other.DeepCopy())
+	other.Status.Keys = 99
+	if err := agentA.Status().Patch(ctx, other, patch); err == nil || !strings.Contains(err.Error(), "only the report of its own node") {
+		t.Fatalf("agent on node-a updated node-b's report: %v", err)
+	}
+	// A token not bound to a pod names no node: refused.
+	if err := unbound.Create(ctx, report("node-c")); err == nil || !strings.Contains(err.Error(), "token bound to its pod") {
+		t.Fatalf("an unbound agent token wrote a report: %v", err)
+	}
+
+	// And RBAC: no Secrets, no ConfigMaps, no NodeAccess objects.
+	for _, list := range []client.ObjectList{&corev1.SecretList{}, &corev1.ConfigMapList{}, &nav1.NodeAccessList{}} {
+		if err := agentA.List(ctx, list, client.InNamespace(namespace)); !apierrors.IsForbidden(err) {
+			t.Errorf("agent listed %T: %v", list, err)
+		}
+	}
+	var rendered nav1.RenderedNodeAccessList
+	must(t, agentA.List(ctx, &rendered, client.InNamespace(namespace)))
+	if err := agentA.List(ctx, &rendered, client.InNamespace("default")); !apierrors.IsForbidden(err) {
+		t.Errorf("agent listed rendered grants outside the operator namespace: %v", err)
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestMain(m *testing.M) {
+	// kustomize runs from the repository root; go must be on PATH, as for make.
+	if _, err := exec.LookPath("go"); err != nil {
+		fmt.Fprintln(os.Stderr, "go is not on PATH")
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
