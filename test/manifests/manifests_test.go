@@ -190,22 +190,8 @@ func TestManagerPodPassesRestricted(t *testing.T) {
 // real API server and acts as two agents, with tokens bound to pods on two nodes.
 func TestAgentsWriteOnlyTheirOwnReport(t *testing.T) {
 	ctx := context.Background()
-	env, err := testenv.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	scheme := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(scheme)
-	_ = nav1.AddToScheme(scheme)
-	admin, err := client.New(env.Config, client.Options{Scheme: scheme})
-	must(t, err)
-
-	// The shipped namespace, accounts, roles, bindings and policy.
-	for _, o := range of(build(t), "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
-		"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding") {
-		must(t, admin.Apply(ctx, client.ApplyConfigurationFromUnstructured(o), client.FieldOwner("test"), client.ForceOwnership))
-	}
+	admin := adminClient(t)
+	applyShipped(t, admin)
 
 	// Two nodes, an agent pod on each.
 	pods := map[string]*corev1.Pod{}
@@ -291,6 +277,79 @@ func TestAgentsWriteOnlyTheirOwnReport(t *testing.T) {
 	}
 }
 
+// applyShipped applies the shipped namespace, accounts, roles, bindings and policies.
+func applyShipped(t *testing.T, admin client.Client) {
+	t.Helper()
+	for _, o := range of(build(t), "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+		"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding") {
+		must(t, admin.Apply(context.Background(), client.ApplyConfigurationFromUnstructured(o), client.FieldOwner("test"), client.ForceOwnership))
+	}
+}
+
+func adminClient(t *testing.T) client.Client {
+	t.Helper()
+	c, err := client.New(env.Config, client.Options{Scheme: scheme})
+	must(t, err)
+	return c
+}
+
+// TestTeamPolicyExample proves the example in config/samples/team-policy: a
+// team may create NodeAccess objects only for its own pool and accounts.
+func TestTeamPolicyExample(t *testing.T) {
+	ctx := context.Background()
+	admin := adminClient(t)
+	applyShipped(t, admin)
+	data, err := os.ReadFile(testenv.RepoRoot() + "/config/samples/team-policy/team-payments-policy.yaml")
+	must(t, err)
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	for {
+		u := &unstructured.Unstructured{}
+		if err := dec.Decode(&u.Object); err != nil {
+			break
+		}
+		must(t, admin.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("test"), client.ForceOwnership))
+	}
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "pat", Groups: []string{"team-payments", "system:authenticated"}}
+	team, err := client.New(cfg, client.Options{Scheme: scheme})
+	must(t, err)
+
+	grant := func(name, pool, user string) *nav1.NodeAccess {
+		return &nav1.NodeAccess{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: nav1.NodeAccessSpec{
+				NodeSelector: metav1.LabelSelector{MatchLabels: map[string]string{"node.example.com/pool": pool}},
+				Users: []nav1.UserAccess{{Name: user, Keys: []nav1.AuthorizedKey{{
+					Key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHQcKBUJvZCUI4cabRgJQrFMYA/uPYHs+vLi/MryWsmq alice",
+				}}}},
+			},
+		}
+	}
+	testenv.Eventually(t, 20*time.Second, "policy refuses another pool", func() error {
+		err := team.Create(ctx, grant("payments-on-gpu", "gpu", "deploy"))
+		if err == nil {
+			_ = admin.Delete(ctx, grant("payments-on-gpu", "gpu", "deploy"))
+			return fmt.Errorf("the team granted access to the gpu pool")
+		}
+		if !strings.Contains(err.Error(), "may select only nodes with node.example.com/pool=payments") {
+			return fmt.Errorf("unexpected refusal: %v", err)
+		}
+		return nil
+	})
+	if err := team.Create(ctx, grant("payments-root", "payments", "root")); err == nil || !strings.Contains(err.Error(), "may grant only the accounts") {
+		t.Fatalf("the team granted root: %v", err)
+	}
+	ok := grant("payments-deploy", "payments", "deploy")
+	must(t, team.Create(ctx, ok))
+	// The team cannot widen it afterwards either.
+	ok.Spec.NodeSelector = metav1.LabelSelector{}
+	if err := team.Update(ctx, ok); err == nil {
+		t.Fatal("the team widened its grant to every node")
+	}
+	// An admin is not constrained.
+	must(t, admin.Create(ctx, grant("admin-gpu", "gpu", "root")))
+}
+
 func ptrTo[T any](v T) *T { return &v }
 
 func must(t *testing.T, err error) {
@@ -300,11 +359,28 @@ func must(t *testing.T, err error) {
 	}
 }
 
+var (
+	env    *testenv.Env
+	scheme = runtime.NewScheme()
+)
+
 func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
 	// kustomize runs from the repository root; go must be on PATH, as for make.
 	if _, err := exec.LookPath("go"); err != nil {
 		fmt.Fprintln(os.Stderr, "go is not on PATH")
-		os.Exit(1)
+		return 1
 	}
-	os.Exit(m.Run())
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = nav1.AddToScheme(scheme)
+	var err error
+	if env, err = testenv.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() { _ = env.Stop() }()
+	return m.Run()
 }
