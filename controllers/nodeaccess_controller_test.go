@@ -357,7 +357,14 @@ func TestRefusedKeysAndRootAreReported(t *testing.T) {
 	must(t, err)
 	weakKey := keyOf(t, &weak.PublicKey, "weak")
 
-	na := nodeAccess("refuse", "refuse", good.line, weakKey.line)
+	second := newKey(t, "second")
+	nodes[0].host.WriteKeys(t, "alice", alice.ID, "# alice's own\n"+newKey(t, "own").line+"\n")
+	handWritten := nodes[0].host.Read("alice")
+	// Lines the schema lets through but the key policy refuses.
+	na := nodeAccess("refuse", "refuse", good.line, weakKey.line,
+		good.line+" "+second.line, // a second key hidden in the comment
+		second.line+"\u00a0nbsp",  // a look-alike space (the schema refuses one between type and key)
+		"ssh-rsa "+strings.Fields(good.line)[1]+" wrong-type") // type and blob disagree
 	na.Spec.Users = append(na.Spec.Users, nav1.UserAccess{Name: "root", Keys: []nav1.AuthorizedKey{{Key: good.line}}})
 	create(t, na)
 
@@ -369,7 +376,7 @@ func TestRefusedKeysAndRootAreReported(t *testing.T) {
 		for _, r := range got.Status.RefusedKeys {
 			reasons = append(reasons, r.User+"/"+r.Source+"/"+r.Reason)
 		}
-		want := []string{"alice/keys[1]/WeakKey", "root/users[1]/UserRefused"}
+		want := []string{"alice/keys[1]/WeakKey", "alice/keys[2]/MultipleKeys", "alice/keys[3]/ForbiddenCharacter", "alice/keys[4]/MalformedKey", "root/users[1]/UserRefused"}
 		if !slices.Equal(reasons, want) {
 			return fmt.Errorf("refusals %v, want %v", reasons, want)
 		}
@@ -380,10 +387,49 @@ func TestRefusedKeysAndRootAreReported(t *testing.T) {
 	})
 	testenv.Eventually(t, timeout, "WeakKey event", hasEvent("refuse", "WeakKey"))
 	testenv.Eventually(t, timeout, "UserRefused event", hasEvent("refuse", "UserRefused"))
-	// root's file is never written.
+	// root's file is never written, and alice's own lines are intact.
 	if content := nodes[0].host.Read("root"); content != "" {
 		t.Fatalf("root's authorized_keys was written:\n%s", content)
 	}
+	if content := nodes[0].host.Read("alice"); !strings.HasSuffix(content, handWritten) || strings.Count(content, "\n") != strings.Count(handWritten, "\n")+4 {
+		t.Fatalf("alice's file is not her lines plus a block with one key:\n%s", content)
+	}
+}
+
+func TestOversizedGrantIsRefusedWhole(t *testing.T) {
+	ctx := context.Background()
+	nodes := startNodes(t, "big", "big")
+	first := newKey(t, "first")
+	create(t, nodeAccess("big", "big", first.line))
+	testenv.Eventually(t, timeout, "first key served", holds(nodes[0], first.blob))
+
+	// 5 Secrets of 1000 keys: over the 4096-key limit of one NodeAccess.
+	must(t, client.IgnoreAlreadyExists(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-big"}})))
+	var sources []nav1.KeySource
+	for i := range 5 {
+		var content strings.Builder
+		for j := 0; j < 1000; j++ {
+			content.WriteString(newKey(t, fmt.Sprintf("k%d-%d", i, j)).line + "\n")
+		}
+		name := fmt.Sprintf("keys-%d", i)
+		secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-big", Name: name}, Data: map[string][]byte{"k": []byte(content.String())}}
+		must(t, k8sClient.Create(ctx, secret))
+		t.Cleanup(func() { _ = k8sClient.Delete(ctx, secret) })
+		sources = append(sources, nav1.KeySource{SecretKeyRef: &nav1.ObjectKeySelector{Namespace: "team-big", Name: name, Key: "k"}})
+	}
+	update(t, "big", func(na *nav1.NodeAccess) { na.Spec.Users[0].KeysFrom = sources })
+	testenv.Eventually(t, timeout, "Degraded TooManyKeys", func() error {
+		na := &nav1.NodeAccess{}
+		must(t, k8sClient.Get(ctx, client.ObjectKey{Name: "big"}, na))
+		c := meta.FindStatusCondition(na.Status.Conditions, nav1.DegradedCondition)
+		if c == nil || c.Reason != "TooManyKeys" || !strings.Contains(c.Message, "at most 4096") || c.ObservedGeneration != na.Generation {
+			return fmt.Errorf("degraded %+v", c)
+		}
+		return nil
+	})
+	// Never a partial grant: the node keeps exactly the last accepted keys.
+	time.Sleep(time.Second)
+	must(t, holds(nodes[0], first.blob)())
 }
 
 func TestExpiryOfOneKeyAndOfTheGrant(t *testing.T) {
