@@ -362,8 +362,8 @@ func TestRefusedKeysAndRootAreReported(t *testing.T) {
 	handWritten := nodes[0].host.Read("alice")
 	// Lines the schema lets through but the key policy refuses.
 	na := nodeAccess("refuse", "refuse", good.line, weakKey.line,
-		good.line+" "+second.line, // a second key hidden in the comment
-		second.line+"\u00a0nbsp",  // a look-alike space (the schema refuses one between type and key)
+		good.line+" "+second.line,                             // a second key hidden in the comment
+		second.line+"\u00a0nbsp",                              // a look-alike space (the schema refuses one between type and key)
 		"ssh-rsa "+strings.Fields(good.line)[1]+" wrong-type") // type and blob disagree
 	na.Spec.Users = append(na.Spec.Users, nav1.UserAccess{Name: "root", Keys: []nav1.AuthorizedKey{{Key: good.line}}})
 	create(t, na)
