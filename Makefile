@@ -55,7 +55,10 @@ vet: ## Run go vet.
 	go vet ./...
 
 .PHONY: verify
-verify: generate manifests ## Fail when generated files (deepcopy, CRDs, RBAC) are not committed up to date.
+verify: generate manifests ## Fail when generated files (deepcopy, CRDs, RBAC) are not committed up to date, or Go files are not gofmt-ed.
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then \
+		echo "Not gofmt-ed: $$unformatted"; exit 1; \
+	fi
 	@if [ -n "$$(git status --porcelain -- api config bundle)" ]; then \
 		echo "Generated files are out of date; run 'make generate manifests' and commit:"; \
 		git status --porcelain -- api config bundle; git --no-pager diff --stat -- api config bundle; exit 1; \
