@@ -169,7 +169,7 @@ func (a *Agent) accountsToVisit(ctx context.Context, plan desiredstate.Plan, now
 			if visit[acct.Name] {
 				continue
 			}
-			content, err := a.writer.Read(acct.Name)
+			content, err := a.writer.ReadAccount(acct)
 			if err == nil && len(authorizedkeys.Parse(content).Owners()) > 0 {
 				visit[acct.Name] = true
 			}
@@ -202,7 +202,9 @@ func (a *Agent) applyAccount(name string, sections []authorizedkeys.Section) acc
 		// Nothing was written: the file holds what it held.
 		res.err = err
 		res.owners = before
-		a.managed[name] = len(before) > 0
+		if len(before) > 0 {
+			a.managed[name] = true
+		}
 		return res
 	}
 	res.changed = result.Changed

@@ -221,7 +221,7 @@ func TestAgentsKeepFilesInLineWithRenderedGrants(t *testing.T) {
 	apply(t, grant("team-a", map[string]string{"pool": "a"}, nav1.RenderedUser{Name: "alice", Keys: []nav1.RenderedKey{key(bobData, "bob")}}))
 	time.Sleep(500 * time.Millisecond)
 	must(t, holds(hostA, "alice", true, aliceData)()) // nobody is writing node-a now
-	startAgent(t, "node-a", hostA)
+	restarted := startAgent(t, "node-a", hostA)
 	eventually(t, timeout, "restarted agent converges", holds(hostA, "alice", true, bobData))
 
 	// Drift: a hand edit inside the block and a deleted file are both repaired,
@@ -246,6 +246,18 @@ func TestAgentsKeepFilesInLineWithRenderedGrants(t *testing.T) {
 	eventually(t, timeout, "deleted .ssh rewritten", holds(hostA, "alice", false, bobData))
 	remove(t, "team-a")
 	eventually(t, timeout, "revoked", holds(hostA, "alice", false))
+
+	// A grant deleted while the agent is down: the new agent process has never
+	// managed the account, finds the block by scanning the host's accounts,
+	// and removes it.
+	apply(t, grant("team-a", map[string]string{"pool": "a"}, nav1.RenderedUser{Name: "deploy", Keys: []nav1.RenderedKey{key(aliceData, "alice")}}))
+	eventually(t, timeout, "deploy holds the key", holds(hostA, "deploy", false, aliceData))
+	restarted.Stop(t)
+	remove(t, "team-a")
+	time.Sleep(500 * time.Millisecond)
+	must(t, holds(hostA, "deploy", false, aliceData)()) // nobody revoked it yet
+	startAgent(t, "node-a", hostA)
+	eventually(t, timeout, "revoked on return", holds(hostA, "deploy", false))
 }
 
 // reportHas checks that the node's report lists g as applied with its current hash.

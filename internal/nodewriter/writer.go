@@ -211,6 +211,14 @@ func (w *Writer) open(name string) (*handles, error) {
 	if err != nil {
 		return nil, err
 	}
+	return w.openAccount(acct)
+}
+
+func (w *Writer) openAccount(acct Account) (*handles, error) {
+	if err := checkHome(acct.Home); err != nil {
+		return nil, &Error{Reason: ReasonHomeUnsafe, User: acct.Name, Path: acct.Home, Err: err}
+	}
+	var err error
 	h := &handles{acct: acct, paths: [2]string{path.Join(acct.Home, ".ssh"), path.Join(acct.Home, ".ssh", "authorized_keys")}}
 	if h.host, err = os.OpenRoot(w.hostRoot); err != nil {
 		return nil, h.fail(ReasonReadFailed, "/", err)
@@ -348,7 +356,16 @@ func (h *handles) read() ([]byte, error) {
 // Read returns the account's authorized_keys bytes (nil when missing), after
 // the same checks as Update.
 func (w *Writer) Read(name string) ([]byte, error) {
-	h, err := w.open(name)
+	acct, err := w.LookupAccount(name)
+	if err != nil {
+		return nil, err
+	}
+	return w.ReadAccount(acct)
+}
+
+// ReadAccount is Read for an account already looked up (see Accounts).
+func (w *Writer) ReadAccount(acct Account) ([]byte, error) {
+	h, err := w.openAccount(acct)
 	if err != nil {
 		return nil, err
 	}
