@@ -65,8 +65,12 @@ verify: generate manifests ## Fail when generated files (deepcopy, CRDs, RBAC) a
 	fi
 
 .PHONY: test
-test: manifests generate fmt vet envtest ## Run every test: unit, fuzz seeds and envtest suites (real kube-apiserver and etcd).
+test: manifests generate fmt vet k8s-bin ## Run every test: unit, fuzz seeds, envtest suites (real kube-apiserver and etcd) and the e2e suite on the local cluster.
 	KUBEBUILDER_ASSETS="$(K8S_BIN)" go test $(GOTEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
+
+.PHONY: test-e2e
+test-e2e: manifests generate k8s-bin ## Run only the e2e suite: the local cluster, the manager and agents as processes, faults injected.
+	KUBEBUILDER_ASSETS="$(K8S_BIN)" go test $(GOTEST_FLAGS) -timeout $(TEST_TIMEOUT) -v ./test/e2e/
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
@@ -120,6 +124,10 @@ undeploy: ## Remove the operator deployed with `make deploy`.
 .PHONY: envtest
 envtest: ## Build etcd, kube-apiserver and kubectl into bin/k8s (from Go modules; minutes the first time).
 	hack/tools/build.sh etcd kube-apiserver kubectl
+
+.PHONY: k8s-bin
+k8s-bin: envtest ## Build the whole local cluster into bin/k8s: also kube-controller-manager, kube-scheduler and kwok.
+	hack/tools/build.sh kube-controller-manager kube-scheduler kwok
 
 .PHONY: kubectl
 kubectl: ## Build kubectl into bin/k8s.

@@ -36,6 +36,7 @@ for name in "$@"; do
 	etcd) build etcd "$here/etcd" go.etcd.io/etcd/server/v3 -ldflags "-s -w" ;;
 	kube-apiserver | kube-controller-manager | kube-scheduler | kubectl)
 		build "$name" "$here/k8s" "k8s.io/kubernetes/cmd/$name" -ldflags "$k8s_ldflags" ;;
+	kwok) build kwok "$here/kwok" sigs.k8s.io/kwok/cmd/kwok -ldflags "-s -w" ;;
 	*)
 		echo "build.sh: unknown binary $name" >&2
 		exit 2
