@@ -134,5 +134,10 @@ kubectl: ## Build kubectl into bin/k8s.
 	hack/tools/build.sh kubectl
 
 .PHONY: demo
-demo: envtest build ## Run the product locally: control plane, manager, agents on simulated nodes, the samples, and the files they write.
-	KUBEBUILDER_ASSETS="$(K8S_BIN)" KUBECTL="$(K8S_BIN)/kubectl" go run ./hack/demo
+demo: k8s-bin build ## Run the product on a local cluster and leave it running: manager, agents on fake nodes, the samples, the files they write.
+	go build -o $(LOCALBIN)/demo ./hack/demo
+	KUBEBUILDER_ASSETS="$(K8S_BIN)" KUBECTL="$(K8S_BIN)/kubectl" $(LOCALBIN)/demo
+
+.PHONY: demo-down
+demo-down: ## Stop the demo and every process it started.
+	go run ./hack/demo down

@@ -221,7 +221,7 @@ func TestAgentKilledMidChangeNeverTearsAFile(t *testing.T) {
 		secret.Data["keys"] = []byte(content)
 		must(t, k8s.Update(ctx, secret))
 		time.Sleep(delay)
-		agents[node].stop(syscall.SIGKILL)
+		agents[node].Stop(syscall.SIGKILL)
 		var err error
 		agents[node], err = startAgent(node)
 		must(t, err)
@@ -291,7 +291,7 @@ func TestExpiryWithTheManagerDown(t *testing.T) {
 	testenv.Eventually(t, timeout, "key on node", holds("pool-b-1", k))
 	testenv.Eventually(t, timeout, "Ready", ready("expiring"))
 
-	manager.stop(syscall.SIGTERM)
+	manager.Stop(syscall.SIGTERM)
 	t.Cleanup(func() {
 		var err error
 		manager, err = startManager()
@@ -345,7 +345,7 @@ func TestDeletedWhileAnAgentIsDown(t *testing.T) {
 	testenv.Eventually(t, timeout, "key on node", holds(node, k))
 	testenv.Eventually(t, timeout, "Ready", ready("down"))
 
-	agents[node].stop(syscall.SIGTERM)
+	agents[node].Stop(syscall.SIGTERM)
 	must(t, holds(node, k)()) // stopping an agent never revokes
 	must(t, k8s.Delete(ctx, nodeAccess("down", nil)))
 	time.Sleep(2 * time.Second)

@@ -11,14 +11,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
-	"time"
 
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -40,8 +36,8 @@ var (
 		{Name: "pool-b-1", Labels: map[string]string{"pool": "b"}},
 	}
 	hosts   = map[string]*testenv.Host{}
-	agents  = map[string]*process{}
-	manager *process
+	agents  = map[string]*localcluster.Process{}
+	manager *localcluster.Process
 )
 
 var alice = testenv.Account{Name: "alice", ID: 1001}
@@ -100,7 +96,7 @@ func runMain(m *testing.M) (code int) {
 	if k8s, err = client.New(cluster.Config, client.Options{Scheme: scheme}); err != nil {
 		return fail(err)
 	}
-	if err := installShipped(root); err != nil {
+	if err := localcluster.ApplyManifests(context.Background(), k8s, root); err != nil {
 		return fail(err)
 	}
 	defer stopAll()
@@ -116,100 +112,23 @@ func runMain(m *testing.M) (code int) {
 	return m.Run()
 }
 
-// process is a manager or agent process of the suite.
-type process struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func start(name string, args ...string) (*process, error) {
-	logf, err := os.OpenFile(filepath.Join(workDir, "logs", name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	defer logf.Close()
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+cluster.Kubeconfig)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := &process{name: name, cmd: cmd, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.done) }()
-	return p, nil
-}
-
-// stop sends sig and waits for the process to exit.
-func (p *process) stop(sig syscall.Signal) {
-	if p == nil {
-		return
-	}
-	_ = p.cmd.Process.Signal(sig)
-	select {
-	case <-p.done:
-	case <-time.After(15 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func startManager() (*process, error) {
-	return start("manager", filepath.Join(binDir, "manager"), "--namespace="+namespace,
+func startManager() (*localcluster.Process, error) {
+	return cluster.StartProcess(filepath.Join(workDir, "logs"), "manager", filepath.Join(binDir, "manager"), "--namespace="+namespace,
 		"--agent-image=example.com/nodeaccess-operator:e2e", "--operator-deployment=",
 		"--metrics-bind-address=0", "--health-probe-bind-address=0",
 		"--status-delay=200ms", "--revocation-timeout=30s")
 }
 
-func startAgent(node string) (*process, error) {
-	return start("agent-"+node, filepath.Join(binDir, "agent"), "--node-name="+node, "--namespace="+namespace,
+func startAgent(node string) (*localcluster.Process, error) {
+	return cluster.StartProcess(filepath.Join(workDir, "logs"), "agent-"+node, filepath.Join(binDir, "agent"), "--node-name="+node, "--namespace="+namespace,
 		"--host-root="+hosts[node].Root, "--kubeconfig="+cluster.Kubeconfig, "--resync=5s")
 }
 
 func stopAll() {
 	for _, a := range agents {
-		a.stop(syscall.SIGTERM)
+		a.Stop(syscall.SIGTERM)
 	}
-	manager.stop(syscall.SIGTERM)
-}
-
-// installShipped applies what `make deploy` would (kustomize build
-// config/default: CRDs, namespace, accounts, RBAC, the agent policy) except
-// the manager's Deployment and Service: the manager runs as a process here.
-func installShipped(root string) error {
-	cmd := exec.Command("go", "tool", "kustomize", "build", "config/default")
-	cmd.Dir = root
-	out, err := cmd.Output()
-	if err != nil {
-		return fmt.Errorf("kustomize build: %w", err)
-	}
-	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(string(out)), 4096)
-	ctx := context.Background()
-	for {
-		u := &unstructured.Unstructured{}
-		if err := dec.Decode(&u.Object); err != nil {
-			break
-		}
-		if len(u.Object) == 0 || u.GetKind() == "Deployment" || u.GetKind() == "Service" {
-			continue
-		}
-		if err := k8s.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("e2e"), client.ForceOwnership); err != nil {
-			return fmt.Errorf("applying %s %s: %w", u.GetKind(), u.GetName(), err)
-		}
-	}
-	// Wait until the API serves the kinds.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := k8s.List(ctx, &nav1.NodeAccessList{})
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	manager.Stop(syscall.SIGTERM)
 }
 
 // tb lets setup code that takes a testing.TB run in TestMain.
