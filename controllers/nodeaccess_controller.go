@@ -217,24 +217,20 @@ func (r *NodeAccessReconciler) applyRendered(ctx context.Context, na *nav1.NodeA
 // forSource maps a changed Secret or ConfigMap to the NodeAccess objects naming it.
 func (r *NodeAccessReconciler) forSource(kind render.SourceKind) handler.MapFunc {
 	return func(ctx context.Context, o client.Object) []reconcile.Request {
-		var list nav1.NodeAccessList
-		if err := r.Client.List(ctx, &list, client.MatchingFields{sourcesIndex: sourceIndexKey(kind, o.GetNamespace(), o.GetName())}); err != nil {
-			ctrl.LoggerFrom(ctx).Error(err, "Listing NodeAccess objects for a key source")
-			return nil
-		}
-		reqs := make([]reconcile.Request, 0, len(list.Items))
-		for _, na := range list.Items {
-			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: na.Name}})
-		}
-		return reqs
+		return r.requestsFor(ctx, client.MatchingFields{sourcesIndex: sourceIndexKey(kind, o.GetNamespace(), o.GetName())})
 	}
 }
 
 // allNodeAccesses maps a node event to every NodeAccess.
 func (r *NodeAccessReconciler) allNodeAccesses(ctx context.Context, _ client.Object) []reconcile.Request {
+	return r.requestsFor(ctx)
+}
+
+// requestsFor lists the NodeAccess objects matching opts, as requests.
+func (r *NodeAccessReconciler) requestsFor(ctx context.Context, opts ...client.ListOption) []reconcile.Request {
 	var list nav1.NodeAccessList
-	if err := r.Client.List(ctx, &list); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Listing NodeAccess objects for a node change")
+	if err := r.Client.List(ctx, &list, append(opts, client.UnsafeDisableDeepCopy)...); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Listing NodeAccess objects to reconcile")
 		return nil
 	}
 	reqs := make([]reconcile.Request, 0, len(list.Items))
