@@ -519,3 +519,23 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+func TestNodeThatCannotApplyIsReportedFailing(t *testing.T) {
+	nodes := startNodes(t, "fail", "fail")
+	k := newKey(t, "k")
+	na := nodeAccess("fail", "fail", k.line)
+	na.Spec.Users[0].Name = "bob" // no such account on the node
+	create(t, na)
+	testenv.Eventually(t, timeout, "failing node in status", func() error {
+		got := &nav1.NodeAccess{}
+		must(t, k8sClient.Get(context.Background(), client.ObjectKey{Name: "fail"}, got))
+		degraded := meta.FindStatusCondition(got.Status.Conditions, nav1.DegradedCondition)
+		if len(got.Status.FailingNodes) != 1 || got.Status.FailingNodes[0].Node != nodes[0].name ||
+			got.Status.FailingNodes[0].Reason != "UserNotFound" || got.Status.NodesInSync != 0 ||
+			degraded == nil || degraded.Reason != nav1.NodesFailingReason {
+			return fmt.Errorf("status %+v", got.Status)
+		}
+		return nil
+	})
+	testenv.Eventually(t, timeout, "NodesFailing event", hasEvent("fail", nav1.NodesFailingReason))
+}
