@@ -7,6 +7,14 @@ IMAGE_TAG_BASE ?= quay.io/nodeaccess/nodeaccess-operator
 # IMG is the image `make deploy` and the bundle use.
 IMG ?= $(IMAGE_TAG_BASE):$(VERSION)
 
+# CHANNELS and DEFAULT_CHANNEL are the bundle's OLM channels.
+CHANNELS ?= candidate
+DEFAULT_CHANNEL ?= candidate
+# REPLACES is the CSV this version replaces in the upgrade graph, if any.
+REPLACES ?=
+# BUNDLE_IMG is the bundle image `make bundle-build` builds.
+BUNDLE_IMG ?= $(IMAGE_TAG_BASE)-bundle:v$(VERSION)
+
 # Tools: Go tools declared in go.mod, and control-plane binaries built from Go
 # modules into bin/k8s by hack/tools/build.sh (nothing is downloaded but modules).
 LOCALBIN ?= $(CURDIR)/bin
@@ -55,13 +63,13 @@ vet: ## Run go vet.
 	go vet ./...
 
 .PHONY: verify
-verify: generate manifests ## Fail when generated files (deepcopy, CRDs, RBAC) are not committed up to date, or Go files are not gofmt-ed.
+verify: generate manifests bundle ## Fail when generated files (deepcopy, CRDs, RBAC, bundle) are not committed up to date, or Go files are not gofmt-ed.
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then \
 		echo "Not gofmt-ed: $$unformatted"; exit 1; \
 	fi
-	@if [ -n "$$(git status --porcelain -- api config bundle)" ]; then \
-		echo "Generated files are out of date; run 'make generate manifests' and commit:"; \
-		git status --porcelain -- api config bundle; git --no-pager diff --stat -- api config bundle; exit 1; \
+	@if [ -n "$$(git status --porcelain -- api config bundle bundle.Dockerfile)" ]; then \
+		echo "Generated files are out of date; run 'make generate manifests bundle' and commit:"; \
+		git status --porcelain -- api config bundle bundle.Dockerfile; git --no-pager diff --stat -- api config bundle bundle.Dockerfile; exit 1; \
 	fi
 
 .PHONY: test
@@ -99,6 +107,16 @@ docker-build: ## Build the operator image (manager and agent).
 .PHONY: docker-push
 docker-push: ## Push the operator image.
 	$(CONTAINER_TOOL) push $(IMG)
+
+##@ OLM
+
+.PHONY: bundle
+bundle: manifests ## Generate the OLM bundle (bundle/, bundle.Dockerfile) from config/ and config/manifests/bases.
+	go run ./hack/bundle --version=$(VERSION) --channels=$(CHANNELS) --default-channel=$(DEFAULT_CHANNEL) --image=$(IMG) --replaces=$(REPLACES)
+
+.PHONY: bundle-build
+bundle-build: ## Build the bundle image.
+	$(CONTAINER_TOOL) build -f bundle.Dockerfile -t $(BUNDLE_IMG) .
 
 ##@ Deployment
 

@@ -122,7 +122,7 @@ func reportAll(t *testing.T, name string, nodes []string) {
 func writeReport(ctx context.Context, node string, g nav1.GrantReport) error {
 	report := &nav1.NodeAccessReport{}
 	if err := k8sClient.Get(ctx, client.ObjectKey{Name: node}, report); err != nil {
-		report = &nav1.NodeAccessReport{ObjectMeta: metav1.ObjectMeta{Name: node}}
+		report = &nav1.NodeAccessReport{ObjectMeta: metav1.ObjectMeta{Name: node}, Spec: nav1.NodeAccessReportSpec{NodeName: node}}
 		if err := k8sClient.Create(ctx, report); err != nil {
 			return err
 		}

@@ -12,6 +12,17 @@ const (
 	MaxReportedAccountErrors = 64
 )
 
+// NodeAccessReportSpec names the node a report describes.
+type NodeAccessReportSpec struct {
+	// nodeName is the node this report describes; it equals metadata.name and
+	// never changes.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="nodeName is immutable"
+	NodeName string `json:"nodeName"`
+}
+
 // NodeAccessReportStatus is what one node's agent last applied.
 type NodeAccessReportStatus struct {
 	// conditions of the node's agent: Ready is True when every grant selecting
@@ -119,6 +130,7 @@ type AccountError struct {
 // NodeAccessReport is one node's account of the keys it holds. Its name is the
 // node's name; only that node's agent writes it.
 //
+// +kubebuilder:validation:XValidation:rule="self.spec.nodeName == self.metadata.name",message="spec.nodeName must equal metadata.name"
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Cluster,shortName=nar,categories=nodeaccess-operator
@@ -133,6 +145,10 @@ type NodeAccessReport struct {
 	// metadata is the object's metadata; its name is the node's.
 	// +optional
 	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec names the node.
+	// +required
+	Spec NodeAccessReportSpec `json:"spec"`
 
 	// status is what the agent applied.
 	// +optional

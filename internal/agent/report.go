@@ -170,6 +170,7 @@ func (a *Agent) applyReport(ctx context.Context, node *corev1.Node, st *nav1.Nod
 		u.SetOwnerReferences([]metav1.OwnerReference{{
 			APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID,
 		}})
+		u.Object["spec"] = map[string]any{"nodeName": a.cfg.NodeName}
 		if err := a.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
 			return fmt.Errorf("creating node report: %w", err)
 		}

@@ -229,7 +229,7 @@ func TestAgentsWriteOnlyTheirOwnReport(t *testing.T) {
 	unbound := as(tokenFor(nil))
 
 	report := func(name string) *nav1.NodeAccessReport {
-		return &nav1.NodeAccessReport{ObjectMeta: metav1.ObjectMeta{Name: name}}
+		return &nav1.NodeAccessReport{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: nav1.NodeAccessReportSpec{NodeName: name}}
 	}
 	// The policy is in force once the API server has loaded it.
 	testenv.Eventually(t, 20*time.Second, "policy denies another node's report", func() error {
