@@ -80,9 +80,6 @@ func computeStatus(na *nav1.NodeAccess, res *render.Result, obs observation, now
 			st.FailingNodes = append(st.FailingNodes, nav1.NodeFailure{Node: n.name, Reason: g.Reason, Message: g.Message})
 		}
 	}
-	if res.Keys == 0 {
-		st.KeysGranted = 0
-	}
 
 	stamp := metav1.NewTime(now)
 	set := func(c metav1.Condition) {
