@@ -8,8 +8,8 @@ IMAGE_TAG_BASE ?= quay.io/nodeaccess/nodeaccess-operator
 IMG ?= $(IMAGE_TAG_BASE):$(VERSION)
 
 # CHANNELS and DEFAULT_CHANNEL are the bundle's OLM channels.
-CHANNELS ?= candidate
-DEFAULT_CHANNEL ?= candidate
+CHANNELS ?= candidate,fast,stable
+DEFAULT_CHANNEL ?= stable
 # REPLACES is the CSV this version replaces in the upgrade graph, if any.
 REPLACES ?=
 # BUNDLE_IMG is the bundle image `make bundle-build` builds.
@@ -63,13 +63,13 @@ vet: ## Run go vet.
 	go vet ./...
 
 .PHONY: verify
-verify: generate manifests bundle ## Fail when generated files (deepcopy, CRDs, RBAC, bundle) are not committed up to date, or Go files are not gofmt-ed.
+verify: generate manifests catalog ## Fail when generated files (deepcopy, CRDs, RBAC, bundle, catalog) are not committed up to date, or Go files are not gofmt-ed.
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then \
 		echo "Not gofmt-ed: $$unformatted"; exit 1; \
 	fi
-	@if [ -n "$$(git status --porcelain -- api config bundle bundle.Dockerfile)" ]; then \
-		echo "Generated files are out of date; run 'make generate manifests bundle' and commit:"; \
-		git status --porcelain -- api config bundle bundle.Dockerfile; git --no-pager diff --stat -- api config bundle bundle.Dockerfile; exit 1; \
+	@if [ -n "$$(git status --porcelain -- api config bundle bundle.Dockerfile catalog)" ]; then \
+		echo "Generated files are out of date; run 'make generate manifests catalog' and commit:"; \
+		git status --porcelain -- api config bundle bundle.Dockerfile catalog; git --no-pager diff --stat -- api config bundle bundle.Dockerfile catalog; exit 1; \
 	fi
 
 .PHONY: test
@@ -114,6 +114,13 @@ docker-push: ## Push the operator image.
 bundle: manifests ## Generate the OLM bundle (bundle/, bundle.Dockerfile) from config/ and config/manifests/bases.
 	go run ./hack/bundle --version=$(VERSION) --channels=$(CHANNELS) --default-channel=$(DEFAULT_CHANNEL) --image=$(IMG) --replaces=$(REPLACES)
 
+.PHONY: catalog
+catalog: bundle ## Render the bundle into the file-based catalog (catalog/) and validate it with opm.
+	hack/tools/build.sh opm
+	mkdir -p catalog/nodeaccess-operator
+	tmp=$$(mktemp -d) && TMPDIR=$$tmp $(K8S_BIN)/opm render bundle/ -o yaml > catalog/nodeaccess-operator/bundle-v$(VERSION).yaml; rc=$$?; rm -rf "$$tmp"; exit $$rc
+	$(K8S_BIN)/opm validate catalog
+
 .PHONY: bundle-build
 bundle-build: ## Build the bundle image.
 	$(CONTAINER_TOOL) build -f bundle.Dockerfile -t $(BUNDLE_IMG) .
@@ -144,8 +151,8 @@ envtest: ## Build etcd, kube-apiserver and kubectl into bin/k8s (from Go modules
 	hack/tools/build.sh etcd kube-apiserver kubectl
 
 .PHONY: k8s-bin
-k8s-bin: envtest ## Build the whole local cluster into bin/k8s: also kube-controller-manager, kube-scheduler and kwok.
-	hack/tools/build.sh kube-controller-manager kube-scheduler kwok
+k8s-bin: envtest ## Build the whole local cluster into bin/k8s: also kube-controller-manager, kube-scheduler, kwok and opm.
+	hack/tools/build.sh kube-controller-manager kube-scheduler kwok opm
 
 .PHONY: kubectl
 kubectl: ## Build kubectl into bin/k8s.

@@ -116,8 +116,8 @@ type AuthorizedKey struct {
 
 	// expiresAt is when this key stops being accepted (RFC 3339); it must not be
 	// later than the grant's expiresAt. The key is removed from every node at that
-	// instant and is also written with sshd's expiry-time option. Unset means the
-	// key lasts as long as the grant.
+	// instant, by the agents' own clocks. Unset means the key lasts as long as
+	// the grant.
 	// +optional
 	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
 
