@@ -10,9 +10,9 @@ import (
 	"os"
 	"time"
 
-	"k8s.io/apimachinery/pkg/util/intstr"
-
+	operatorsv2 "github.com/operator-framework/api/pkg/operators/v2"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -93,6 +93,7 @@ func run() error {
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(nav1.AddToScheme(scheme))
+	utilruntime.Must(operatorsv2.AddToScheme(scheme))
 
 	var tlsOpts []func(*tls.Config)
 	if !opts.enableHTTP2 {
@@ -141,6 +142,8 @@ func run() error {
 		},
 		RevocationTimeout: opts.revocationTimeout,
 		StatusDelay:       opts.statusDelay,
+		// OLM sets this; the manager then tells OLM when an upgrade must wait.
+		OperatorCondition: os.Getenv("OPERATOR_CONDITION_NAME"),
 	}); err != nil {
 		return err
 	}

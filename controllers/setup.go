@@ -32,6 +32,9 @@ type Options struct {
 	RevocationTimeout time.Duration
 	// StatusDelay folds bursts of node reports into one status write.
 	StatusDelay time.Duration
+	// OperatorCondition names the OperatorCondition OLM created for this
+	// operator ($OPERATOR_CONDITION_NAME); empty when not installed by OLM.
+	OperatorCondition string
 }
 
 // Setup registers every controller of the manager.
@@ -47,6 +50,15 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	}
 	if err := na.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the NodeAccess controller: %w", err)
+	}
+	if opts.OperatorCondition != "" {
+		up := &UpgradeableReconciler{
+			Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
+			Namespace: opts.Namespace, ConditionName: opts.OperatorCondition,
+		}
+		if err := up.SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("setting up the Upgradeable controller: %w", err)
+		}
 	}
 	if opts.AgentImage == "" {
 		return nil

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -24,6 +25,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	operatorsv2 "github.com/operator-framework/api/pkg/operators/v2"
+
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
 	"github.com/nodeaccess/nodeaccess-operator/controllers"
 	"github.com/nodeaccess/nodeaccess-operator/internal/keypolicy"
@@ -34,6 +37,8 @@ import (
 const (
 	namespace  = "nodeaccess-system"
 	agentImage = "example.com/nodeaccess-operator:test"
+	// statusDelay is the manager's StatusDelay in these tests.
+	statusDelay = 200 * time.Millisecond
 )
 
 var (
@@ -50,6 +55,8 @@ func TestMain(m *testing.M) {
 func runMain(m *testing.M) int {
 	if os.Getenv("TEST_LOGS") != "" {
 		ctrl.SetLogger(zap.New(zap.UseDevMode(true)))
+	} else {
+		ctrl.SetLogger(logr.Discard())
 	}
 	var err error
 	if env, err = testenv.Start(); err != nil {
@@ -60,11 +67,19 @@ func runMain(m *testing.M) int {
 	scheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(scheme)
 	_ = nav1.AddToScheme(scheme)
+	_ = operatorsv2.AddToScheme(scheme)
 	if k8sClient, err = client.New(env.Config, client.Options{Scheme: scheme}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	if err := k8sClient.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	// OLM creates the OperatorCondition before it starts the operator.
+	if err := k8sClient.Create(context.Background(), &operatorsv2.OperatorCondition{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: operatorCondition},
+	}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -87,7 +102,8 @@ func runMain(m *testing.M) int {
 		OperatorDeployment: "nodeaccess-controller-manager",
 		Render:             render.Options{Policy: keypolicy.DefaultPolicy()},
 		RevocationTimeout:  20 * time.Second,
-		StatusDelay:        200 * time.Millisecond,
+		StatusDelay:        statusDelay,
+		OperatorCondition:  operatorCondition,
 	}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

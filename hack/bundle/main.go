@@ -32,7 +32,7 @@ import (
 const packageName = "nodeaccess-operator"
 
 type options struct {
-	version, channels, defaultChannel, image, replaces, out string
+	version, channels, defaultChannel, image, replaces, out, dockerfile string
 }
 
 func main() {
@@ -43,6 +43,7 @@ func main() {
 	flag.StringVar(&o.image, "image", "", "Operator image (manager and agent).")
 	flag.StringVar(&o.replaces, "replaces", "", "CSV name this version replaces, if any.")
 	flag.StringVar(&o.out, "out", "bundle", "Output directory.")
+	flag.StringVar(&o.dockerfile, "dockerfile", "bundle.Dockerfile", "Where to write the bundle image's Dockerfile.")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bundle:", err)
@@ -342,7 +343,7 @@ func writeMetadata(o options) error {
 	if err := os.WriteFile(filepath.Join(o.out, "metadata", "annotations.yaml"), []byte(meta.String()), 0o644); err != nil {
 		return err
 	}
-	return os.WriteFile("bundle.Dockerfile", []byte(docker.String()), 0o644)
+	return os.WriteFile(o.dockerfile, []byte(docker.String()), 0o644)
 }
 
 // scorecardConfig runs the built-in basic and OLM suites.

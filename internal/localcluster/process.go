@@ -28,6 +28,12 @@ type Process struct {
 // StartProcess runs args with KUBECONFIG pointing at the cluster and its
 // output in logDir/name.log.
 func (c *Cluster) StartProcess(logDir, name string, args ...string) (*Process, error) {
+	return c.StartProcessEnv(logDir, name, nil, args...)
+}
+
+// StartProcessEnv is StartProcess with env added to the environment (CI
+// removed: OLM's operators panic on some creates when it is set).
+func (c *Cluster) StartProcessEnv(logDir, name string, env []string, args ...string) (*Process, error) {
 	logf, err := os.OpenFile(filepath.Join(logDir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
@@ -35,7 +41,7 @@ func (c *Cluster) StartProcess(logDir, name string, args ...string) (*Process, e
 	defer logf.Close()
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+c.Kubeconfig)
+	cmd.Env = append(append(withoutCI(os.Environ()), "KUBECONFIG="+c.Kubeconfig), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
@@ -43,6 +49,21 @@ func (c *Cluster) StartProcess(logDir, name string, args ...string) (*Process, e
 	p := &Process{Name: name, cmd: cmd, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(p.done) }()
 	return p, nil
+}
+
+// Signal sends sig (SIGSTOP, SIGCONT) without waiting.
+func (p *Process) Signal(sig syscall.Signal) error {
+	return p.cmd.Process.Signal(sig)
+}
+
+// Exited says whether the process has exited.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // Stop sends sig and waits for the process to exit (SIGKILL after 15 s).

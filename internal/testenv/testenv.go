@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -36,6 +38,15 @@ func Start() (*Env, error) {
 	if assets == "" {
 		assets = filepath.Join(RepoRoot(), "bin", "k8s")
 	}
+	// OLM's OperatorCondition too, which the manager writes when OLM installed it.
+	olmCRDs, err := OLMCRDs()
+	if err != nil {
+		return nil, err
+	}
+	crds := []string{
+		filepath.Join(RepoRoot(), "config", "crd", "bases"),
+		filepath.Join(olmCRDs, "operators.coreos.com_operatorconditions.yaml"),
+	}
 	for _, name := range []string{"etcd", "kube-apiserver"} {
 		if _, err := os.Stat(filepath.Join(assets, name)); err != nil {
 			return nil, fmt.Errorf("finding control-plane binaries (run `make envtest`): %w", err)
@@ -43,7 +54,7 @@ func Start() (*Env, error) {
 	}
 	env := &envtest.Environment{
 		BinaryAssetsDirectory:    assets,
-		CRDDirectoryPaths:        []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
+		CRDDirectoryPaths:        crds,
 		ErrorIfCRDPathMissing:    true,
 		ControlPlaneStartTimeout: 60 * time.Second,
 		ControlPlaneStopTimeout:  30 * time.Second,
@@ -53,6 +64,18 @@ func Start() (*Env, error) {
 		return nil, fmt.Errorf("starting control plane: %w", errors.Join(err, env.Stop()))
 	}
 	return &Env{Environment: env, Config: cfg}, nil
+}
+
+// OLMCRDs is the folder of OLM's CRDs, as github.com/operator-framework/api
+// (a dependency of this module) ships them.
+func OLMCRDs() (string, error) {
+	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/operator-framework/api")
+	cmd.Dir = RepoRoot()
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("locating github.com/operator-framework/api: %w", err)
+	}
+	return filepath.Join(strings.TrimSpace(string(out)), "crds"), nil
 }
 
 // KubeconfigFile writes an administrator kubeconfig for the environment into
