@@ -80,6 +80,10 @@ test: manifests generate fmt vet k8s-bin ## Run every test: unit, fuzz seeds, en
 test-e2e: manifests generate k8s-bin ## Run only the e2e suite: the local cluster, the manager and agents as processes, faults injected.
 	KUBEBUILDER_ASSETS="$(K8S_BIN)" go test $(GOTEST_FLAGS) -timeout $(TEST_TIMEOUT) -v ./test/e2e/
 
+.PHONY: test-olm
+test-olm: manifests generate k8s-bin ## Run only the OLM suite: install from catalog/ through real OLM, then upgrade through the Subscription (needs root: private network namespace).
+	KUBEBUILDER_ASSETS="$(K8S_BIN)" go test $(GOTEST_FLAGS) -timeout $(TEST_TIMEOUT) -count=1 -v ./test/olm/
+
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
 	@for pkg in $$(go list ./...); do \
@@ -151,8 +155,8 @@ envtest: ## Build etcd, kube-apiserver and kubectl into bin/k8s (from Go modules
 	hack/tools/build.sh etcd kube-apiserver kubectl
 
 .PHONY: k8s-bin
-k8s-bin: envtest ## Build the whole local cluster into bin/k8s: also kube-controller-manager, kube-scheduler, kwok and opm.
-	hack/tools/build.sh kube-controller-manager kube-scheduler kwok opm
+k8s-bin: envtest ## Build the whole local cluster into bin/k8s: also kube-controller-manager, kube-scheduler, kwok, opm and OLM's olm and catalog.
+	hack/tools/build.sh kube-controller-manager kube-scheduler kwok opm olm catalog
 
 .PHONY: kubectl
 kubectl: ## Build kubectl into bin/k8s.

@@ -75,8 +75,8 @@ type Cluster struct {
 
 // Start brings the cluster up and waits until the API server is ready and
 // every node is Ready.
-func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
-	c = &Cluster{opts: opts, procs: map[string]*proc{}}
+func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
+	c := &Cluster{opts: opts, procs: map[string]*proc{}}
 	defer func() {
 		if err != nil {
 			c.Stop()
@@ -323,6 +323,15 @@ func (c *Cluster) createNodes(ctx context.Context) error {
 		}
 		return nil
 	})
+}
+
+// FreePort asks the kernel for a free port on 127.0.0.1.
+func FreePort() (int, error) {
+	ports, err := freePorts(1)
+	if err != nil {
+		return 0, err
+	}
+	return ports[0], nil
 }
 
 // freePorts asks the kernel for n free ports on 127.0.0.1.

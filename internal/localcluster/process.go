@@ -1,12 +1,14 @@
 package localcluster
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -90,20 +92,32 @@ func ApplyManifests(ctx context.Context, c client.Client, repoRoot string) error
 	if err != nil {
 		return fmt.Errorf("kustomize build: %w", err)
 	}
-	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(string(out)), 4096)
+	if err := ApplyYAML(ctx, c, out, func(u *unstructured.Unstructured) bool {
+		return u.GetKind() != "Deployment" && u.GetKind() != "Service"
+	}); err != nil {
+		return err
+	}
+	return waitFor(ctx, 30*time.Second, "NodeAccess served", func() error {
+		return c.List(ctx, &nav1.NodeAccessList{})
+	})
+}
+
+// ApplyYAML applies, server-side, every object of a multi-document YAML
+// stream that keep accepts (nil keeps all).
+func ApplyYAML(ctx context.Context, c client.Client, data []byte, keep func(*unstructured.Unstructured) bool) error {
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
 	for {
 		u := &unstructured.Unstructured{}
-		if err := dec.Decode(&u.Object); err != nil {
-			break
+		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("decoding manifests: %w", err)
 		}
-		if len(u.Object) == 0 || u.GetKind() == "Deployment" || u.GetKind() == "Service" {
+		if len(u.Object) == 0 || (keep != nil && !keep(u)) {
 			continue
 		}
 		if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("localcluster"), client.ForceOwnership); err != nil {
 			return fmt.Errorf("applying %s %s: %w", u.GetKind(), u.GetName(), err)
 		}
 	}
-	return waitFor(ctx, 30*time.Second, "NodeAccess served", func() error {
-		return c.List(ctx, &nav1.NodeAccessList{})
-	})
 }

@@ -1,0 +1,262 @@
+// Package olm installs the operator through real OLM and upgrades it through
+// a Subscription. OLM's olm and catalog operators run as processes against
+// the local cluster, and opm serves the file-based catalog over loopback with
+// every bundle's manifests inline, so nothing is unpacked from an image. OLM
+// and opm listen on every interface at fixed ports, so the whole suite runs
+// in a private network namespace of its own (this needs root, as the other
+// suites do). kwok makes the operator's pod Ready, but its container never
+// runs: the manager and an agent run as local processes beside OLM, with the
+// environment OLM gives the operator, so that what the operator tells OLM
+// is real.
+package olm
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	operatorsv1 "github.com/operator-framework/api/pkg/operators/v1"
+	operatorsv1alpha1 "github.com/operator-framework/api/pkg/operators/v1alpha1"
+	operatorsv2 "github.com/operator-framework/api/pkg/operators/v2"
+	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
+	"github.com/nodeaccess/nodeaccess-operator/internal/localcluster"
+	"github.com/nodeaccess/nodeaccess-operator/internal/testenv"
+)
+
+const (
+	olmNamespace = "olm"
+	// installNamespace holds the global OperatorGroup, as on OperatorHub clusters.
+	installNamespace = "operators"
+	timeout          = 90 * time.Second
+)
+
+var (
+	cluster *localcluster.Cluster
+	k8s     client.Client
+	workDir string
+	binDir  string
+	k8sBin  string
+	logDir  string
+	nodes   = []localcluster.Node{
+		{Name: "pool-a-1", Labels: map[string]string{"pool": "a"}},
+		{Name: "pool-b-1", Labels: map[string]string{"pool": "b"}},
+	}
+)
+
+// workDirEnv carries the work directory from the test binary into its copy
+// in the private network namespace.
+const workDirEnv = "OLM_E2E_DIR"
+
+func TestMain(m *testing.M) {
+	if !localcluster.InPrivateNetwork() {
+		os.Exit(outside())
+	}
+	os.Exit(inside(m))
+}
+
+// outside builds what the suite runs (go may need the module proxy, which
+// the private network cannot reach), then runs the suite again inside a
+// private network namespace.
+func outside() int {
+	dir := os.Getenv(workDirEnv)
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "nodeaccess-olm")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(tmp)
+		dir = tmp
+		os.Setenv(workDirEnv, dir)
+	}
+	root := testenv.RepoRoot()
+	for _, b := range []struct{ out, pkg string }{{"manager", "."}, {"agent", "./cmd/agent"}, {"bundle", "./hack/bundle"}} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "bin", b.out), b.pkg)
+		cmd.Dir, cmd.Stdout, cmd.Stderr = root, os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			fmt.Fprintf(os.Stderr, "olm e2e: building %s: %v\n", b.out, err)
+			return 1
+		}
+	}
+	code, err := localcluster.RunInPrivateNetwork()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "olm e2e:", err)
+	}
+	return code
+}
+
+func inside(m *testing.M) int {
+	fail := func(err error) int {
+		fmt.Fprintln(os.Stderr, "olm e2e setup:", err)
+		return 1
+	}
+	if err := localcluster.LoopbackUp(); err != nil {
+		return fail(err)
+	}
+	workDir = os.Getenv(workDirEnv)
+	binDir = filepath.Join(workDir, "bin")
+	logDir = filepath.Join(workDir, "logs")
+	if err := os.MkdirAll(logDir, 0o700); err != nil {
+		return fail(err)
+	}
+	root := testenv.RepoRoot()
+	if k8sBin = os.Getenv("KUBEBUILDER_ASSETS"); k8sBin == "" {
+		k8sBin = filepath.Join(root, "bin", "k8s")
+	}
+	for _, b := range []string{"olm", "catalog", "opm"} {
+		if _, err := os.Stat(filepath.Join(k8sBin, b)); err != nil {
+			return fail(fmt.Errorf("%s is not built (run `make k8s-bin`): %w", b, err))
+		}
+	}
+	stages := filepath.Join(workDir, "kwok.yaml")
+	if err := localcluster.WriteKwokStages(root, stages); err != nil {
+		return fail(err)
+	}
+	ctx := context.Background()
+	var err error
+	cluster, err = localcluster.Start(ctx, localcluster.Options{
+		Dir: filepath.Join(workDir, "cluster"), BinDir: k8sBin, KwokStages: stages, Nodes: nodes,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	defer cluster.Stop()
+	scheme := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = apiextensionsv1.AddToScheme(scheme)
+	_ = nav1.AddToScheme(scheme)
+	_ = operatorsv1alpha1.AddToScheme(scheme)
+	_ = operatorsv1.AddToScheme(scheme)
+	_ = operatorsv2.AddToScheme(scheme)
+	if k8s, err = client.New(cluster.Config, client.Options{Scheme: scheme}); err != nil {
+		return fail(err)
+	}
+	stop, err := startOLM(ctx)
+	defer stop()
+	if err != nil {
+		return fail(err)
+	}
+	return m.Run()
+}
+
+// startOLM installs OLM's CRDs, its namespaces and a global OperatorGroup,
+// and runs the olm and catalog operators.
+func startOLM(ctx context.Context) (stop func(), err error) {
+	var procs []*localcluster.Process
+	stop = func() {
+		for _, p := range procs {
+			p.Stop(syscall.SIGTERM)
+		}
+	}
+	crds, err := testenv.OLMCRDs()
+	if err != nil {
+		return stop, err
+	}
+	files, err := filepath.Glob(filepath.Join(crds, "*.yaml"))
+	if err != nil || len(files) == 0 {
+		return stop, fmt.Errorf("no OLM CRDs in %s (%v)", crds, err)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return stop, err
+		}
+		if err := localcluster.ApplyYAML(ctx, k8s, data, nil); err != nil {
+			return stop, fmt.Errorf("%s: %w", filepath.Base(f), err)
+		}
+	}
+	if err := poll(ctx, 30*time.Second, func() error {
+		return k8s.List(ctx, &operatorsv1alpha1.ClusterServiceVersionList{})
+	}); err != nil {
+		return stop, fmt.Errorf("OLM's CRDs not served: %w", err)
+	}
+	for _, ns := range []string{olmNamespace, installNamespace} {
+		if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			return stop, err
+		}
+	}
+	if err := k8s.Create(ctx, &operatorsv1.OperatorGroup{
+		ObjectMeta: metav1.ObjectMeta{Name: "global-operators", Namespace: installNamespace},
+	}); err != nil {
+		return stop, err
+	}
+	// The image flags name images OLM would run for catalogs and bundles
+	// served from images; with bundles inline it runs none.
+	for _, p := range [][]string{
+		{"olm", filepath.Join(k8sBin, "olm"), "--namespace=" + olmNamespace, "--writeStatusName=", "--writePackageServerStatusName="},
+		{"catalog", filepath.Join(k8sBin, "catalog"), "--kubeconfig=" + cluster.Kubeconfig, "--namespace=" + olmNamespace,
+			"--configmapServerImage=unused.invalid/configmap-server", "--opmImage=unused.invalid/opm", "--util-image=unused.invalid/util",
+			"--writeStatusName="},
+	} {
+		proc, err := cluster.StartProcessEnv(logDir, p[0], nil, p[1:]...)
+		if err != nil {
+			return stop, err
+		}
+		procs = append(procs, proc)
+	}
+	return stop, nil
+}
+
+// serveCatalog runs `opm serve` on dir at a new loopback port and returns the
+// address. OLM reads a catalog again only when it reconnects, so a new
+// version is published by serving the new catalog and pointing the
+// CatalogSource at it.
+func serveCatalog(t *testing.T, dir string) string {
+	t.Helper()
+	port, err := localcluster.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	name := "opm-" + strconv.Itoa(port)
+	p, err := cluster.StartProcessEnv(logDir, name, []string{"TMPDIR=" + tmp},
+		filepath.Join(k8sBin, "opm"), "serve", dir, "-p", strconv.Itoa(port), "--pprof-addr=", "-t", filepath.Join(tmp, "termination.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Stop(syscall.SIGTERM) })
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	testenv.Eventually(t, 60*time.Second, "opm serving "+dir, func() error {
+		if p.Exited() {
+			t.Fatalf("opm exited; see %s", filepath.Join(logDir, name+".log"))
+		}
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
+	return addr
+}
+
+func poll(ctx context.Context, timeout time.Duration, cond func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
