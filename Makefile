@@ -82,7 +82,7 @@ test-e2e: manifests generate k8s-bin ## Run only the e2e suite: the local cluste
 
 .PHONY: test-olm
 test-olm: manifests generate k8s-bin ## Run only the OLM suite: install from catalog/ through real OLM, then upgrade through the Subscription (needs root: private network namespace).
-	KUBEBUILDER_ASSETS="$(K8S_BIN)" go test $(GOTEST_FLAGS) -timeout $(TEST_TIMEOUT) -count=1 -v ./test/olm/
+	KUBEBUILDER_ASSETS="$(K8S_BIN)" go test $(GOTEST_FLAGS) -timeout $(TEST_TIMEOUT) -v ./test/olm/
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
@@ -166,6 +166,10 @@ kubectl: ## Build kubectl into bin/k8s.
 demo: k8s-bin build ## Run the product on a local cluster and leave it running: manager, agents on fake nodes, the samples, the files they write.
 	go build -o $(LOCALBIN)/demo ./hack/demo
 	KUBEBUILDER_ASSETS="$(K8S_BIN)" KUBECTL="$(K8S_BIN)/kubectl" $(LOCALBIN)/demo
+
+.PHONY: scorecard-local
+scorecard-local: demo ## Run the operator's own scorecard test (cmd/scorecard) against the demo cluster: the alm-examples become Ready and are revoked.
+	go run ./cmd/scorecard --bundle=bundle --kubeconfig=_demo/cluster/kubeconfig --exit-code examples-become-ready
 
 .PHONY: demo-down
 demo-down: ## Stop the demo and every process it started.

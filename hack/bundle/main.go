@@ -96,7 +96,7 @@ func run(o options) error {
 	if err := writeMetadata(o); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(o.out, "tests", "scorecard", "config.yaml"), []byte(scorecardConfig), 0o644)
+	return os.WriteFile(filepath.Join(o.out, "tests", "scorecard", "config.yaml"), []byte(scorecardConfig(o.image)), 0o644)
 }
 
 // kustomize returns the objects of `kustomize build dir`.
@@ -346,8 +346,11 @@ func writeMetadata(o options) error {
 	return os.WriteFile(o.dockerfile, []byte(docker.String()), 0o644)
 }
 
-// scorecardConfig runs the built-in basic and OLM suites.
-const scorecardConfig = `apiVersion: scorecard.operatorframework.io/v1alpha3
+// scorecardConfig runs the built-in basic and OLM suites, then the
+// operator's own test from its image (cmd/scorecard): the alm-examples
+// become Ready on the cluster and are revoked.
+func scorecardConfig(image string) string {
+	return `apiVersion: scorecard.operatorframework.io/v1alpha3
 kind: Configuration
 metadata:
   name: config
@@ -372,4 +375,9 @@ stages:
   - entrypoint: [scorecard-test, olm-status-descriptors]
     image: quay.io/operator-framework/scorecard-test:v1.42.0
     labels: {suite: olm, test: olm-status-descriptors-test}
+- tests:
+  - entrypoint: [/nodeaccess-scorecard, examples-become-ready]
+    image: ` + image + `
+    labels: {suite: nodeaccess, test: examples-become-ready}
 `
+}

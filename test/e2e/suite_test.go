@@ -64,7 +64,7 @@ func runMain(m *testing.M) (code int) {
 	}
 	root := testenv.RepoRoot()
 	binDir = filepath.Join(workDir, "bin")
-	for _, b := range []struct{ out, pkg string }{{"manager", "."}, {"agent", "./cmd/agent"}} {
+	for _, b := range []struct{ out, pkg string }{{"manager", "."}, {"agent", "./cmd/agent"}, {"nodeaccess-scorecard", "./cmd/scorecard"}} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, b.out), b.pkg)
 		cmd.Dir, cmd.Stdout, cmd.Stderr = root, os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
