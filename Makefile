@@ -84,6 +84,13 @@ test-e2e: manifests generate k8s-bin ## Run only the e2e suite: the local cluste
 test-olm: manifests generate k8s-bin ## Run only the OLM suite: install from catalog/ through real OLM, then upgrade through the Subscription (needs root: private network namespace).
 	KUBEBUILDER_ASSETS="$(K8S_BIN)" go test $(GOTEST_FLAGS) -timeout $(TEST_TIMEOUT) -v ./test/olm/
 
+# BENCH_NODES are the node counts `make bench` measures (5000 works, slowly).
+BENCH_NODES ?= 100,1000
+
+.PHONY: bench
+bench: envtest ## Measure propagation latency, API cost and memory at 100 and 1,000 nodes (not part of make test); writes bin/bench/results.json and docs/benchmarks.md.
+	KUBEBUILDER_ASSETS="$(K8S_BIN)" go run ./hack/bench -nodes=$(BENCH_NODES)
+
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
 	@for pkg in $$(go list ./...); do \

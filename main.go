@@ -51,6 +51,8 @@ type options struct {
 	allowCertificates  bool
 	revocationTimeout  time.Duration
 	statusDelay        time.Duration
+	apiQPS             float64
+	apiBurst           int
 }
 
 func run() error {
@@ -81,6 +83,9 @@ func run() error {
 		"Accept OpenSSH certificates as keys.")
 	flag.DurationVar(&opts.revocationTimeout, "revocation-timeout", 5*time.Minute,
 		"How long a deleted NodeAccess waits for every live node to confirm its keys are gone.")
+	flag.Float64Var(&opts.apiQPS, "kube-api-qps", 100,
+		"Requests per second the manager may send to the API server (its writes grow with changes, never with nodes).")
+	flag.IntVar(&opts.apiBurst, "kube-api-burst", 200, "Burst above --kube-api-qps.")
 	flag.DurationVar(&opts.statusDelay, "status-delay", time.Second,
 		"Node reports within this window are folded into one status update.")
 	zapOpts := zap.Options{}
@@ -115,6 +120,7 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)
 	}
+	cfg.QPS, cfg.Burst = float32(opts.apiQPS), opts.apiBurst
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
 		Metrics:                       metricsOpts,

@@ -47,6 +47,10 @@ type Config struct {
 	Resync time.Duration
 	// Heartbeat is the longest time between two report writes.
 	Heartbeat time.Duration
+	// OnWrite, when set, is called after each write that changed an
+	// account's file, with the bytes written (benchmarks time propagation
+	// by it, at the moment the file changes, without polling).
+	OnWrite func(account string, content []byte)
 }
 
 // Agent reconciles one node.
@@ -194,9 +198,12 @@ type accountResult struct {
 func (a *Agent) applyAccount(name string, sections []authorizedkeys.Section) accountResult {
 	var res accountResult
 	var before []authorizedkeys.Owner
+	var written []byte
 	result, err := a.writer.Update(name, func(current []byte) ([]byte, error) {
 		before = authorizedkeys.Parse(current).Owners()
-		return authorizedkeys.Render(current, sections)
+		out, err := authorizedkeys.Render(current, sections)
+		written = out
+		return out, err
 	})
 	if err != nil {
 		// Nothing was written: the file holds what it held.
@@ -208,6 +215,9 @@ func (a *Agent) applyAccount(name string, sections []authorizedkeys.Section) acc
 		return res
 	}
 	res.changed = result.Changed
+	if result.Changed && a.cfg.OnWrite != nil {
+		a.cfg.OnWrite(name, written)
+	}
 	for _, s := range sections {
 		if len(s.Keys) > 0 {
 			res.owners = append(res.owners, authorizedkeys.Owner{Name: s.Owner, UID: s.UID})

@@ -15,23 +15,33 @@ import (
 // that a hand edit or deletion is repaired at once rather than at the next resync.
 type fileWatcher struct {
 	hostRoot string
+	// w is nil when the kernel refused an inotify instance (its per-user
+	// limit, 128 by default, is reached): hand edits are then repaired at
+	// the next resync instead of at once.
 	w        *fsnotify.Watcher
+	startErr error
 	// events carries at most one pending request: bursts collapse into one reconcile.
 	events chan event.TypedGenericEvent[struct{}]
 }
 
 func newFileWatcher(hostRoot string) (*fileWatcher, error) {
+	f := &fileWatcher{hostRoot: hostRoot, events: make(chan event.TypedGenericEvent[struct{}], 1)}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		return nil, fmt.Errorf("starting file watcher: %w", err)
+		f.startErr = fmt.Errorf("starting file watcher: %w", err)
+		return f, nil
 	}
-	return &fileWatcher{hostRoot: hostRoot, w: w, events: make(chan event.TypedGenericEvent[struct{}], 1)}, nil
+	f.w = w
+	return f, nil
 }
 
 // watch watches the directory of a managed file and its parent. path is the
 // file's path on the host. Watching is idempotent; a watch that cannot be
 // added is not an error, since the periodic resync repairs drift anyway.
 func (f *fileWatcher) watch(path string) {
+	if f.w == nil {
+		return
+	}
 	sshDir := filepath.Join(f.hostRoot, filepath.Dir(path))
 	_ = f.w.Add(filepath.Dir(sshDir))
 	_ = f.w.Add(sshDir)
@@ -39,8 +49,13 @@ func (f *fileWatcher) watch(path string) {
 
 // Start forwards file events until ctx ends; it is a manager Runnable.
 func (f *fileWatcher) Start(ctx context.Context) error {
-	defer f.w.Close()
 	log := ctrl.LoggerFrom(ctx).WithName("files")
+	if f.w == nil {
+		log.Error(f.startErr, "Not watching authorized_keys files; hand edits are repaired at the next resync")
+		<-ctx.Done()
+		return nil
+	}
+	defer f.w.Close()
 	for {
 		select {
 		case <-ctx.Done():

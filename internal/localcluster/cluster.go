@@ -52,6 +52,12 @@ type Options struct {
 	KwokStages string
 	// Nodes are created and handed to kwok.
 	Nodes []Node
+	// ControlPlaneOnly starts etcd and kube-apiserver alone: no controllers,
+	// scheduler or kwok (Nodes are ignored), for benchmarks that create
+	// their own Node objects and want nothing else loading the API server.
+	ControlPlaneOnly bool
+	// APIServerArgs are added to kube-apiserver's flags (an audit log, say).
+	APIServerArgs []string
 }
 
 // proc is a started process and a channel closed when it exits.
@@ -104,6 +110,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 	if err := c.StartAPIServer(ctx); err != nil {
 		return nil, err
+	}
+	if opts.ControlPlaneOnly {
+		return c, c.Healthy()
 	}
 	p := c.pki.path
 	if err := c.start("kube-controller-manager", "--kubeconfig="+c.Kubeconfig, "--leader-elect=false", "--secure-port=0",
@@ -207,16 +216,16 @@ func (c *Cluster) StartEtcd(ctx context.Context) error {
 // waits until it is ready.
 func (c *Cluster) StartAPIServer(ctx context.Context) error {
 	p := c.pki.path
-	if err := c.start("kube-apiserver",
-		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--secure-port="+strconv.Itoa(c.apiPort),
-		"--etcd-servers="+fmt.Sprintf("http://127.0.0.1:%d", c.etcdPort),
-		"--tls-cert-file="+p("apiserver.crt"), "--tls-private-key-file="+p("apiserver.key"),
-		"--client-ca-file="+p("ca.crt"),
-		"--service-account-issuer="+fmt.Sprintf("https://127.0.0.1:%d", c.apiPort),
-		"--service-account-key-file="+p("sa.pub"), "--service-account-signing-key-file="+p("sa.key"),
+	if err := c.start("kube-apiserver", append([]string{
+		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--secure-port=" + strconv.Itoa(c.apiPort),
+		"--etcd-servers=" + fmt.Sprintf("http://127.0.0.1:%d", c.etcdPort),
+		"--tls-cert-file=" + p("apiserver.crt"), "--tls-private-key-file=" + p("apiserver.key"),
+		"--client-ca-file=" + p("ca.crt"),
+		"--service-account-issuer=" + fmt.Sprintf("https://127.0.0.1:%d", c.apiPort),
+		"--service-account-key-file=" + p("sa.pub"), "--service-account-signing-key-file=" + p("sa.key"),
 		"--service-cluster-ip-range=10.96.0.0/16", "--authorization-mode=RBAC",
 		"--endpoint-reconciler-type=none", "--allow-privileged=true",
-		"--enable-priority-and-fairness=false", "--profiling=false"); err != nil {
+		"--enable-priority-and-fairness=false", "--profiling=false"}, c.opts.APIServerArgs...)...); err != nil {
 		return err
 	}
 	clientset, err := kubernetes.NewForConfig(c.Config)

@@ -53,6 +53,9 @@ func (c *Cluster) StartProcessEnv(logDir, name string, env []string, args ...str
 	return p, nil
 }
 
+// Pid is the process's ID.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
 // Signal sends sig (SIGSTOP, SIGCONT) without waiting.
 func (p *Process) Signal(sig syscall.Signal) error {
 	return p.cmd.Process.Signal(sig)
