@@ -5,15 +5,19 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	ctrl "sigs.k8s.io/controller-runtime"
+	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/nodeaccess/nodeaccess-operator/internal/agent"
@@ -35,19 +39,18 @@ func run(args []string) error {
 		fs.PrintDefaults()
 	}
 	var (
-		cfg         agent.Config
-		kubeconfig  string
-		probeAddr   string
-		metricsAddr string
+		cfg        agent.Config
+		kubeconfig string
+		probeAddr  string
 	)
 	fs.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "Name of the node the agent keeps (default: $NODE_NAME).")
 	fs.StringVar(&cfg.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the rendered NodeAccess objects: the operator's (default: $POD_NAMESPACE).")
 	fs.StringVar(&cfg.HostRoot, "host-root", "/host", "Directory where the host's /etc/passwd and homes are mounted.")
 	fs.DurationVar(&cfg.Resync, "resync", time.Minute, "Longest time between two full applies, even when nothing is seen to change.")
 	fs.DurationVar(&cfg.Heartbeat, "heartbeat", 10*time.Minute, "Longest time between two writes of the node's report.")
+	fs.DurationVar(&cfg.ReportDelay, "report-delay", agent.DefaultReportDelay, "How long after a change the node's report is written, plus up to as much again at random (files are always written at once).")
 	fs.StringVar(&kubeconfig, "kubeconfig", "", "Path to a kubeconfig (default: in-cluster configuration).")
 	fs.StringVar(&probeAddr, "health-probe-bind-address", "0", "Address of the liveness and readiness probes (0 disables them).")
-	fs.StringVar(&metricsAddr, "metrics-bind-address", "0", "Address of the metrics endpoint (0 disables it).")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -63,21 +66,26 @@ func run(args []string) error {
 		return errors.New("--namespace (or $POD_NAMESPACE) is required")
 	case cfg.Resync <= 0 || cfg.Heartbeat <= 0:
 		return errors.New("--resync and --heartbeat must be positive")
+	case cfg.ReportDelay < 0 || cfg.ReportDelay >= cfg.Heartbeat:
+		return errors.New("--report-delay must be zero or positive, and shorter than --heartbeat")
 	}
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)).WithValues("node", cfg.NodeName))
+	log := zap.New(zap.UseFlagOptions(&zapOpts)).WithValues("node", cfg.NodeName)
+	klog.SetLogger(log)
 
 	restCfg, err := loadConfig(kubeconfig)
 	if err != nil {
 		return err
 	}
-	mgr, err := agent.NewManager(restCfg, cfg, agent.ServeOptions{ProbeAddr: probeAddr, MetricsAddr: metricsAddr})
+	runner, err := agent.NewRunner(restCfg, cfg, agent.ServeOptions{ProbeAddr: probeAddr})
 	if err != nil {
 		return err
 	}
-	ctrl.Log.WithName("setup").Info("Starting agent", "namespace", cfg.Namespace, "hostRoot", cfg.HostRoot)
+	log.Info("Starting agent", "namespace", cfg.Namespace, "hostRoot", cfg.HostRoot)
 	// On SIGTERM the agent stops and leaves every file as it is: an agent
 	// restart or upgrade never revokes access.
-	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+	ctx, stop := signal.NotifyContext(logr.NewContext(context.Background(), log), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := runner.Start(ctx); err != nil {
 		return fmt.Errorf("running agent: %w", err)
 	}
 	return nil
@@ -85,7 +93,7 @@ func run(args []string) error {
 
 func loadConfig(kubeconfig string) (*rest.Config, error) {
 	if kubeconfig == "" {
-		cfg, err := ctrl.GetConfig()
+		cfg, err := rest.InClusterConfig()
 		if err != nil {
 			return nil, fmt.Errorf("loading in-cluster configuration: %w", err)
 		}

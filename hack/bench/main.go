@@ -26,6 +26,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -33,6 +34,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -45,9 +47,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -79,11 +81,13 @@ type options struct {
 	out, doc      string
 	root, k8sBin  string
 	work          string
+	profileDir    string
 }
 
 func main() {
 	var o options
 	nodes := flag.String("nodes", "100,1000", "Comma-separated node counts (each gets a fresh cluster).")
+	flag.StringVar(&o.profileDir, "profile-dir", "", "When set, write CPU profiles of the bench process (the agents) and of the API server during grant, update and revoke there.")
 	flag.IntVar(&o.churnObjects, "churn-objects", 100, "NodeAccess objects in the churn scenario.")
 	flag.IntVar(&o.churnKeys, "churn-keys", 20, "Keys per NodeAccess in the churn scenario.")
 	flag.IntVar(&o.churnRate, "churn-rate", 10, "Changes per second in the churn scenario.")
@@ -103,6 +107,8 @@ func main() {
 		o.nodes = append(o.nodes, n)
 	}
 	ctrl.SetLogger(logr.Discard())
+	// client-go logs watch restarts of a thousand agents; the figures tell what matters.
+	klog.SetLogger(logr.Discard())
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -196,6 +202,9 @@ type bench struct {
 	tracker  *tracker
 	audit    string
 	stopping []func()
+
+	namesOnce sync.Once
+	names     map[string][]string // by pool; "" is every node
 }
 
 func runNodes(o options, n int, withBaseline bool) ([]Result, error) {
@@ -206,10 +215,20 @@ func runNodes(o options, n int, withBaseline bool) ([]Result, error) {
 		return nil, err
 	}
 	var results []Result
+	stopProfiles := func() {}
+	if o.profileDir != "" {
+		var err error
+		if stopProfiles, err = b.profile(); err != nil {
+			return nil, err
+		}
+	}
 	for _, sc := range []func() (Result, error){b.grantUpdateRevoke("grant"), b.grantUpdateRevoke("update"), b.grantUpdateRevoke("revoke"), b.churn} {
 		r, err := sc()
 		if err != nil {
 			return results, err
+		}
+		if r.Scenario == "revoke" {
+			stopProfiles()
 		}
 		r.Nodes = n
 		b.resources(&r)
@@ -251,7 +270,7 @@ func (b *bench) start() error {
 	b.cluster, err = localcluster.Start(context.Background(), localcluster.Options{
 		Dir: filepath.Join(b.dir, "cluster"), BinDir: b.o.k8sBin, ControlPlaneOnly: true,
 		APIServerArgs: []string{"--audit-policy-file=" + policy, "--audit-log-path=" + b.audit, "--audit-log-maxsize=0",
-			"--max-requests-inflight=2000", "--max-mutating-requests-inflight=1000"},
+			"--max-requests-inflight=2000", "--max-mutating-requests-inflight=1000", "--profiling=" + strconv.FormatBool(b.o.profileDir != "")},
 	})
 	if err != nil {
 		return err
@@ -295,7 +314,7 @@ func (b *bench) start() error {
 		}
 		p, err := b.cluster.StartProcess(filepath.Join(b.dir, "logs"), "agent-"+name, filepath.Join(b.o.work, "bin", "agent"),
 			"--node-name="+name, "--namespace="+namespace, "--host-root="+root, "--kubeconfig="+b.cluster.Kubeconfig,
-			"--metrics-bind-address=0", "--health-probe-bind-address=0")
+			"--health-probe-bind-address=0")
 		if err != nil {
 			return err
 		}
@@ -326,16 +345,16 @@ func (b *bench) startAgent(name string, onWrite func(string, []byte)) error {
 	if err != nil {
 		return err
 	}
-	mgr, err := agent.NewManager(agentConfig(b.cluster.Config, name), agent.Config{
+	runner, err := agent.NewRunner(agentConfig(b.cluster.Config, name), agent.Config{
 		NodeName: name, Namespace: namespace, HostRoot: root,
-		Resync: time.Minute, Heartbeat: 10 * time.Minute, OnWrite: onWrite,
-	}, agent.ServeOptions{ProbeAddr: "0", MetricsAddr: "0"})
+		Resync: time.Minute, Heartbeat: 10 * time.Minute, ReportDelay: agent.DefaultReportDelay, OnWrite: onWrite,
+	}, agent.ServeOptions{ProbeAddr: "0"})
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { _ = mgr.Start(ctx); close(done) }()
+	go func() { _ = runner.Start(ctx); close(done) }()
 	b.stopping = append(b.stopping, func() { cancel(); <-done })
 	return nil
 }
@@ -391,6 +410,55 @@ func newHost(root string) (string, error) {
 		}
 	}
 	return root, os.WriteFile(filepath.Join(root, "etc", "passwd"), []byte(passwd), 0o644)
+}
+
+// profile starts CPU profiles of this process (where the in-process agents
+// run) and of the API server; the returned function ends both and writes
+// them to the profile directory as bench-<n>.pprof and apiserver-<n>.pprof.
+func (b *bench) profile() (func(), error) {
+	if err := os.MkdirAll(b.o.profileDir, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.Create(filepath.Join(b.o.profileDir, fmt.Sprintf("bench-%d.pprof", b.n)))
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return nil, err
+	}
+	httpClient, err := rest.HTTPClientFor(b.cluster.Config)
+	if err != nil {
+		return nil, err
+	}
+	// The API server profiles for a fixed time; grant, update and revoke
+	// take less than this at 1,000 nodes.
+	const apiSeconds = 20
+	apiDone := make(chan error, 1)
+	go func() {
+		resp, err := httpClient.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", b.cluster.Config.Host, apiSeconds))
+		if err != nil {
+			apiDone <- err
+			return
+		}
+		defer resp.Body.Close()
+		out, err := os.Create(filepath.Join(b.o.profileDir, fmt.Sprintf("apiserver-%d.pprof", b.n)))
+		if err == nil {
+			_, err = io.Copy(out, resp.Body)
+			err = errors.Join(err, out.Close())
+		}
+		apiDone <- err
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			pprof.StopCPUProfile()
+			_ = f.Close()
+			if err := <-apiDone; err != nil {
+				fmt.Printf("    profile: API server: %v\n", err)
+			}
+			fmt.Printf("    profiles written to %s\n", b.o.profileDir)
+		})
+	}, nil
 }
 
 // grantUpdateRevoke returns the scenario: one NodeAccess selecting every
@@ -519,17 +587,29 @@ func (b *bench) churn() (Result, error) {
 	time.Sleep(3 * time.Second)
 
 	fmt.Printf("    churn: %d changes per second for %s\n", b.o.churnRate, b.o.churnFor)
+	// Change i is due at from + i/rate. A change issued late (the machine
+	// is saturated) is issued at once, so that every run makes the same
+	// number of changes; its latency still counts from its own API call.
+	total := int(b.o.churnFor.Seconds() * float64(b.o.churnRate))
+	interval := time.Second / time.Duration(b.o.churnRate)
+	keys := make([]sshKey, total)
+	for i := range keys {
+		keys[i] = newKey(fmt.Sprintf("churn-%d", i))
+	}
 	from := time.Now()
-	tick := time.NewTicker(time.Second / time.Duration(b.o.churnRate))
-	defer tick.Stop()
 	var waits []*wait
 	errs := make(chan error, 1)
 	var wg sync.WaitGroup
-	for i := 0; time.Since(from) < b.o.churnFor; i++ {
-		<-tick.C
+	late := 0
+	for i := range total {
+		if d := time.Until(from.Add(time.Duration(i) * interval)); d > 0 {
+			time.Sleep(d)
+		} else if d < -interval {
+			late++
+		}
 		name := names[rand.IntN(len(names))]
 		idx, _ := strconv.Atoi(strings.TrimPrefix(name, "team-"))
-		k := newKey(fmt.Sprintf("churn-%d", i))
+		k := keys[i]
 		waits = append(waits, b.tracker.expect(k.blob, true, b.nodeNames(fmt.Sprintf("p%d", idx%pools))))
 		wg.Add(1)
 		go func() {
@@ -551,6 +631,9 @@ func (b *bench) churn() (Result, error) {
 	case err := <-errs:
 		return Result{}, err
 	default:
+	}
+	if late > 0 {
+		fmt.Printf("    churn: %d of %d changes issued more than %s late\n", late, total, interval)
 	}
 	return b.finish("churn", from, len(waits), waits...)
 }
@@ -587,9 +670,6 @@ func (b *bench) baseline() (Result, error) {
 	}); err != nil {
 		return Result{}, err
 	}
-	scheme := kruntime.NewScheme()
-	_ = clientgoscheme.AddToScheme(scheme)
-	_ = nav1.AddToScheme(scheme)
 	pollCtx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
@@ -598,14 +678,10 @@ func (b *bench) baseline() (Result, error) {
 		if err != nil {
 			return Result{}, err
 		}
-		c, err := client.New(agentConfig(b.cluster.Config, name), client.Options{Scheme: scheme})
-		if err != nil {
-			return Result{}, err
-		}
-		a, err := agent.New(agent.Config{
+		a, err := agent.NewPolling(agentConfig(b.cluster.Config, name), agent.Config{
 			NodeName: name, Namespace: namespace, HostRoot: root, Resync: b.o.pollEvery, Heartbeat: 10 * time.Minute,
 			OnWrite: b.tracker.onWrite(name),
-		}, c)
+		})
 		if err != nil {
 			return Result{}, err
 		}
@@ -619,7 +695,7 @@ func (b *bench) baseline() (Result, error) {
 			case <-time.After(phase):
 			}
 			for {
-				_, _ = a.Reconcile(pollCtx, ctrl.Request{NamespacedName: types.NamespacedName{Name: name}})
+				_, _ = a.Sync(pollCtx)
 				select {
 				case <-pollCtx.Done():
 					return
@@ -653,13 +729,16 @@ func (b *bench) baseline() (Result, error) {
 
 // nodeNames lists the in-process agents' nodes, of one pool or of all.
 func (b *bench) nodeNames(pool string) []string {
-	var out []string
-	for i := range b.n {
-		if pool == "" || fmt.Sprintf("p%d", i%pools) == pool {
-			out = append(out, fmt.Sprintf("node-%05d", i))
+	b.namesOnce.Do(func() {
+		b.names = map[string][]string{}
+		for i := range b.n {
+			name := fmt.Sprintf("node-%05d", i)
+			p := fmt.Sprintf("p%d", i%pools)
+			b.names[""] = append(b.names[""], name)
+			b.names[p] = append(b.names[p], name)
 		}
-	}
-	return out
+	})
+	return b.names[pool]
 }
 
 // resources fills in the manager's and the process agents' peak RSS and CPU.
@@ -792,8 +871,10 @@ func countRequests(path string, from, to time.Time) (requestCounts, error) {
 // tracker times file writes: a wait expects a key to appear in (or vanish
 // from) every one of a set of nodes' files, and records when each did.
 type tracker struct {
-	mu    sync.Mutex
-	waits map[*wait]bool
+	mu sync.Mutex
+	// byNode holds, per node, the waits still pending on it: a write is
+	// checked against its own node's waits only.
+	byNode map[string]map[*wait]struct{}
 }
 
 type wait struct {
@@ -801,22 +882,30 @@ type wait struct {
 	present bool
 	from    time.Time
 	mu      sync.Mutex
-	pending map[string]bool
+	pending int
 	got     []time.Duration
 	all     chan struct{}
 }
 
-func newTracker() *tracker { return &tracker{waits: map[*wait]bool{}} }
+func newTracker() *tracker { return &tracker{byNode: map[string]map[*wait]struct{}{}} }
 
 // expect registers a wait; its clock starts now, before the API call.
 func (t *tracker) expect(blob string, present bool, nodes []string) *wait {
-	w := &wait{blob: []byte(blob), present: present, from: time.Now(), pending: map[string]bool{}, all: make(chan struct{})}
-	for _, n := range nodes {
-		w.pending[n] = true
+	w := &wait{blob: []byte(blob), present: present, from: time.Now(), pending: len(nodes), all: make(chan struct{})}
+	if len(nodes) == 0 {
+		close(w.all)
+		return w
 	}
 	t.mu.Lock()
-	t.waits[w] = true
-	t.mu.Unlock()
+	defer t.mu.Unlock()
+	for _, n := range nodes {
+		set := t.byNode[n]
+		if set == nil {
+			set = map[*wait]struct{}{}
+			t.byNode[n] = set
+		}
+		set[w] = struct{}{}
+	}
 	return w
 }
 
@@ -828,8 +917,8 @@ func (t *tracker) onWrite(node string) func(string, []byte) {
 			return
 		}
 		t.mu.Lock()
-		waits := make([]*wait, 0, len(t.waits))
-		for w := range t.waits {
+		waits := make([]*wait, 0, len(t.byNode[node]))
+		for w := range t.byNode[node] {
 			waits = append(waits, w)
 		}
 		t.mu.Unlock()
@@ -837,16 +926,17 @@ func (t *tracker) onWrite(node string) func(string, []byte) {
 			if bytes.Contains(content, w.blob) != w.present {
 				continue
 			}
+			t.mu.Lock()
+			_, still := t.byNode[node][w]
+			delete(t.byNode[node], w)
+			t.mu.Unlock()
+			if !still {
+				continue
+			}
 			w.mu.Lock()
-			if w.pending[node] {
-				delete(w.pending, node)
-				w.got = append(w.got, at.Sub(w.from))
-				if len(w.pending) == 0 {
-					close(w.all)
-					t.mu.Lock()
-					delete(t.waits, w)
-					t.mu.Unlock()
-				}
+			w.got = append(w.got, at.Sub(w.from))
+			if w.pending--; w.pending == 0 {
+				close(w.all)
 			}
 			w.mu.Unlock()
 		}
@@ -859,7 +949,7 @@ func (w *wait) done(timeout time.Duration) ([]time.Duration, error) {
 	case <-time.After(timeout):
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		return nil, fmt.Errorf("%d nodes never wrote the change within %s", len(w.pending), timeout)
+		return nil, fmt.Errorf("%d nodes never wrote the change within %s", w.pending, timeout)
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -4,7 +4,11 @@
 // (authorizedkeys, nodewriter) and reports the result in the node's
 // NodeAccessReport. It reconciles from the full desired state every time, so a
 // restart or a missed event converges without replay, and it removes nothing
-// before its caches have synced (controller-runtime starts reconcilers only then).
+// before its informers have synced (Runner starts passes only then).
+//
+// The agent is built on client-go alone, not on a controller manager: it
+// reads two kinds, writes one, and runs on every node, so its memory is
+// paid once per node.
 package agent
 
 import (
@@ -15,16 +19,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
-	"sigs.k8s.io/controller-runtime/pkg/source"
+	"k8s.io/client-go/rest"
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
 	"github.com/nodeaccess/nodeaccess-operator/internal/authorizedkeys"
@@ -34,6 +31,10 @@ import (
 
 // FieldOwner is the server-side apply field manager of the agents' writes.
 const FieldOwner = "nodeaccess-agent"
+
+// DefaultReportDelay is the agent binary's --report-delay: with its random
+// spread, reports follow a change within 0.5 to 1 s.
+const DefaultReportDelay = 500 * time.Millisecond
 
 // Config is what one agent needs to know.
 type Config struct {
@@ -47,16 +48,30 @@ type Config struct {
 	Resync time.Duration
 	// Heartbeat is the longest time between two report writes.
 	Heartbeat time.Duration
+	// ReportDelay is how long after a change its report is written, plus up
+	// to as much again at random; zero writes at once. The first report of
+	// a process and heartbeats are never delayed.
+	ReportDelay time.Duration
 	// OnWrite, when set, is called after each write that changed an
 	// account's file, with the bytes written (benchmarks time propagation
 	// by it, at the moment the file changes, without polling).
 	OnWrite func(account string, content []byte)
 }
 
+// source is where an agent reads its node and the rendered grants: informer
+// stores (Runner) or the API server itself (NewPolling).
+type source interface {
+	// node returns the agent's Node, or nil when it does not exist.
+	node(ctx context.Context) (*corev1.Node, error)
+	// rendered returns the rendered grants; callers must not modify them.
+	rendered(ctx context.Context) ([]nav1.RenderedNodeAccess, error)
+}
+
 // Agent reconciles one node.
 type Agent struct {
 	cfg    Config
-	client client.Client
+	src    source
+	api    *apiClient
 	writer *nodewriter.Writer
 	files  *fileWatcher
 	now    func() time.Time
@@ -69,12 +84,13 @@ type Agent struct {
 	// report is the last report written, and whether the object exists.
 	report        *nav1.NodeAccessReportStatus
 	reportCreated bool
+	// reportDue is when a delayed report write is due; zero when none waits.
+	reportDue time.Time
 
 	mu sync.Mutex
 }
 
-// New returns an agent for cfg, using the manager's cached client for reads.
-func New(cfg Config, c client.Client) (*Agent, error) {
+func newAgent(cfg Config, src source, api *apiClient) (*Agent, error) {
 	w, err := nodewriter.New(cfg.HostRoot)
 	if err != nil {
 		return nil, err
@@ -83,55 +99,48 @@ func New(cfg Config, c client.Client) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{cfg: cfg, client: c, writer: w, files: files, now: time.Now, managed: map[string]bool{}}, nil
+	return &Agent{cfg: cfg, src: src, api: api, writer: w, files: files, now: time.Now, managed: map[string]bool{}}, nil
 }
 
-// SetupWithManager registers the agent's controller: every watched event, and
-// every file event under a managed .ssh directory, reconciles the one node.
-func (a *Agent) SetupWithManager(mgr ctrl.Manager) error {
-	nodeRequest := []reconcile.Request{{NamespacedName: types.NamespacedName{Name: a.cfg.NodeName}}}
-	toNode := func(context.Context, client.Object) []reconcile.Request { return nodeRequest }
-	err := ctrl.NewControllerManagedBy(mgr).
-		Named("agent").
-		// Several agents share one process in tests and benchmarks; each
-		// still has its own client, cache and queue.
-		WithOptions(controller.Options{MaxConcurrentReconciles: 1, SkipNameValidation: ptr.To(true)}).
-		WatchesRawSource(source.Kind(mgr.GetCache(), client.Object(&corev1.Node{}), handler.EnqueueRequestsFromMapFunc(toNode))).
-		WatchesRawSource(source.Kind(mgr.GetCache(), client.Object(&nav1.RenderedNodeAccess{}), handler.EnqueueRequestsFromMapFunc(toNode))).
-		WatchesRawSource(source.Channel(a.files.events, handler.TypedEnqueueRequestsFromMapFunc(
-			func(context.Context, struct{}) []reconcile.Request { return nodeRequest }))).
-		Complete(a)
+// NewPolling returns an agent that reads the API server directly at each
+// Sync, without informers or a file watcher: the benchmark's polling
+// baseline, run by calling Sync on a timer.
+func NewPolling(restCfg *rest.Config, cfg Config) (*Agent, error) {
+	api, err := newAPIClient(restCfg, cfg.NodeName)
 	if err != nil {
-		return fmt.Errorf("setting up agent controller: %w", err)
+		return nil, err
 	}
-	return mgr.Add(a.files)
+	a, err := newAgent(cfg, api.direct(cfg.Namespace), api)
+	if err != nil {
+		return nil, err
+	}
+	a.files.close()
+	return a, nil
 }
 
-// Reconcile brings every account's file in line with the rendered grants that
-// select this node, then reports.
-func (a *Agent) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+// Sync brings every account's file in line with the rendered grants that
+// select this node, then reports. It returns when the next pass is due even
+// if nothing is seen to change (an expiry, the resync or the heartbeat).
+func (a *Agent) Sync(ctx context.Context) (time.Duration, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	log := ctrl.LoggerFrom(ctx)
-	if req.Name != a.cfg.NodeName {
-		return ctrl.Result{}, nil
-	}
+	log := logr.FromContextOrDiscard(ctx)
 	now := a.now()
 
-	node := &corev1.Node{}
-	if err := a.client.Get(ctx, types.NamespacedName{Name: a.cfg.NodeName}, node); err != nil {
-		if apierrors.IsNotFound(err) {
-			// Without the node's labels nothing can be decided; keep the files.
-			log.Info("Waiting for the Node object", "node", a.cfg.NodeName)
-			return ctrl.Result{RequeueAfter: a.cfg.Resync}, nil
-		}
-		return ctrl.Result{}, fmt.Errorf("reading node: %w", err)
+	node, err := a.src.node(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("reading node: %w", err)
 	}
-	var rendered nav1.RenderedNodeAccessList
-	if err := a.client.List(ctx, &rendered, client.InNamespace(a.cfg.Namespace)); err != nil {
-		return ctrl.Result{}, fmt.Errorf("listing rendered grants: %w", err)
+	if node == nil {
+		// Without the node's labels nothing can be decided; keep the files.
+		log.Info("Waiting for the Node object", "node", a.cfg.NodeName)
+		return a.cfg.Resync, nil
 	}
-	plan := desiredstate.ForNode(node.Labels, rendered.Items, now)
+	rendered, err := a.src.rendered(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("listing rendered grants: %w", err)
+	}
+	plan := desiredstate.ForNode(node.Labels, rendered, now)
 
 	accounts := a.accountsToVisit(ctx, plan, now)
 	results := make(map[string]accountResult, len(accounts))
@@ -145,10 +154,15 @@ func (a *Agent) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, e
 		}
 	}
 
-	if err := a.writeReport(ctx, node, buildReport(plan, results), now); err != nil {
-		return ctrl.Result{}, err
+	reportIn, err := a.writeReport(ctx, node, buildReport(plan, results), now)
+	if err != nil {
+		return 0, err
 	}
-	return ctrl.Result{RequeueAfter: a.requeueAfter(plan, now)}, nil
+	after := a.requeueAfter(plan, now)
+	if reportIn > 0 && reportIn < after {
+		after = reportIn
+	}
+	return after, nil
 }
 
 // accountsToVisit lists the accounts this pass must write: those the plan
@@ -167,7 +181,7 @@ func (a *Agent) accountsToVisit(ctx context.Context, plan desiredstate.Plan, now
 		a.lastScan = now
 		accounts, err := a.writer.Accounts()
 		if err != nil {
-			ctrl.LoggerFrom(ctx).Info("Listing host accounts failed", "error", err.Error())
+			logr.FromContextOrDiscard(ctx).Info("Listing host accounts failed", "error", err.Error())
 		}
 		for _, acct := range accounts {
 			if visit[acct.Name] {

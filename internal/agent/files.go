@@ -6,12 +6,11 @@ import (
 	"path/filepath"
 
 	"github.com/fsnotify/fsnotify"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/event"
+	"github.com/go-logr/logr"
 )
 
 // fileWatcher turns changes under the managed .ssh directories (and their
-// homes, to see .ssh itself removed or replaced) into reconcile requests, so
+// homes, to see .ssh itself removed or replaced) into passes, so
 // that a hand edit or deletion is repaired at once rather than at the next resync.
 type fileWatcher struct {
 	hostRoot string
@@ -20,12 +19,10 @@ type fileWatcher struct {
 	// the next resync instead of at once.
 	w        *fsnotify.Watcher
 	startErr error
-	// events carries at most one pending request: bursts collapse into one reconcile.
-	events chan event.TypedGenericEvent[struct{}]
 }
 
 func newFileWatcher(hostRoot string) (*fileWatcher, error) {
-	f := &fileWatcher{hostRoot: hostRoot, events: make(chan event.TypedGenericEvent[struct{}], 1)}
+	f := &fileWatcher{hostRoot: hostRoot}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		f.startErr = fmt.Errorf("starting file watcher: %w", err)
@@ -47,31 +44,37 @@ func (f *fileWatcher) watch(path string) {
 	_ = f.w.Add(sshDir)
 }
 
-// Start forwards file events until ctx ends; it is a manager Runnable.
-func (f *fileWatcher) Start(ctx context.Context) error {
-	log := ctrl.LoggerFrom(ctx).WithName("files")
+// close releases the inotify instance of an agent that never runs it.
+func (f *fileWatcher) close() {
+	if f.w != nil {
+		_ = f.w.Close()
+		f.w = nil
+	}
+}
+
+// run calls kick at every file event until ctx ends.
+func (f *fileWatcher) run(ctx context.Context, kick func()) {
+	log := logr.FromContextOrDiscard(ctx).WithName("files")
 	if f.w == nil {
-		log.Error(f.startErr, "Not watching authorized_keys files; hand edits are repaired at the next resync")
-		<-ctx.Done()
-		return nil
+		if f.startErr != nil {
+			log.Error(f.startErr, "Not watching authorized_keys files; hand edits are repaired at the next resync")
+		}
+		return
 	}
 	defer f.w.Close()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case ev, ok := <-f.w.Events:
 			if !ok {
-				return nil
+				return
 			}
 			log.V(1).Info("Seeing file change", "path", ev.Name, "op", ev.Op.String())
-			select {
-			case f.events <- event.TypedGenericEvent[struct{}]{}:
-			default:
-			}
+			kick()
 		case err, ok := <-f.w.Errors:
 			if !ok {
-				return nil
+				return
 			}
 			log.Info("Watching files failed; the periodic resync still repairs drift", "error", err.Error())
 		}

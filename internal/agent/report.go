@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"time"
 
@@ -10,9 +11,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
 	"github.com/nodeaccess/nodeaccess-operator/internal/desiredstate"
@@ -114,8 +112,12 @@ func buildReport(plan desiredstate.Plan, results map[string]accountResult) nav1.
 }
 
 // writeReport writes the node's report when its content changed or the
-// heartbeat is due, and never otherwise.
-func (a *Agent) writeReport(ctx context.Context, node *corev1.Node, st nav1.NodeAccessReportStatus, now time.Time) error {
+// heartbeat is due, and never otherwise. A changed report is written
+// ReportDelay after the change, plus up to as much again at random: the
+// files come first, one grant reaching many nodes does not make them all
+// write at the same instant, and changes within the window make one write.
+// It returns how long until a delayed write is due (0 when none is pending).
+func (a *Agent) writeReport(ctx context.Context, node *corev1.Node, st nav1.NodeAccessReportStatus, now time.Time) (time.Duration, error) {
 	prev := a.report
 	if prev != nil {
 		// Keep condition transition times when the status did not change.
@@ -125,8 +127,19 @@ func (a *Agent) writeReport(ctx context.Context, node *corev1.Node, st nav1.Node
 			}
 		}
 		st.LastChangeTime, st.HeartbeatTime = prev.LastChangeTime, prev.HeartbeatTime
-		if equality.Semantic.DeepEqual(*prev, st) && now.Sub(prev.HeartbeatTime.Time) < a.cfg.Heartbeat {
-			return nil
+		heartbeatDue := now.Sub(prev.HeartbeatTime.Time) >= a.cfg.Heartbeat
+		if equality.Semantic.DeepEqual(*prev, st) {
+			a.reportDue = time.Time{}
+			if !heartbeatDue {
+				return 0, nil
+			}
+		} else if !heartbeatDue && a.cfg.ReportDelay > 0 {
+			if a.reportDue.IsZero() {
+				a.reportDue = now.Add(a.cfg.ReportDelay + rand.N(a.cfg.ReportDelay))
+			}
+			if now.Before(a.reportDue) {
+				return a.reportDue.Sub(now), nil
+			}
 		}
 	}
 	stamp := metav1.NewTime(now.Truncate(time.Second))
@@ -142,15 +155,16 @@ func (a *Agent) writeReport(ctx context.Context, node *corev1.Node, st nav1.Node
 
 	if !a.reportCreated {
 		if err := a.applyReport(ctx, node, nil); err != nil {
-			return err
+			return 0, err
 		}
 		a.reportCreated = true
 	}
 	if err := a.applyReport(ctx, node, &st); err != nil {
-		return err
+		return 0, err
 	}
 	a.report = &st
-	return nil
+	a.reportDue = time.Time{}
+	return 0, nil
 }
 
 // sameContent compares two reports without their times.
@@ -163,25 +177,26 @@ func sameContent(a, b *nav1.NodeAccessReportStatus) bool {
 // applyReport server-side applies the report object (status nil) or its status.
 // The report is owned by the Node, so it goes away with the node.
 func (a *Agent) applyReport(ctx context.Context, node *corev1.Node, st *nav1.NodeAccessReportStatus) error {
-	u := &unstructured.Unstructured{}
-	u.SetGroupVersionKind(nav1.GroupVersion.WithKind("NodeAccessReport"))
-	u.SetName(a.cfg.NodeName)
+	obj := map[string]any{
+		"apiVersion": nav1.GroupVersion.String(),
+		"kind":       "NodeAccessReport",
+	}
 	if st == nil {
-		u.SetOwnerReferences([]metav1.OwnerReference{{
-			APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID,
-		}})
-		u.Object["spec"] = map[string]any{"nodeName": a.cfg.NodeName}
-		if err := a.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+		obj["metadata"] = map[string]any{
+			"name": a.cfg.NodeName,
+			"ownerReferences": []metav1.OwnerReference{{
+				APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID,
+			}},
+		}
+		obj["spec"] = map[string]any{"nodeName": a.cfg.NodeName}
+		if err := a.api.applyReport(ctx, obj, false); err != nil {
 			return fmt.Errorf("creating node report: %w", err)
 		}
 		return nil
 	}
-	status, err := runtime.DefaultUnstructuredConverter.ToUnstructured(st)
-	if err != nil {
-		return fmt.Errorf("encoding node report: %w", err)
-	}
-	u.Object["status"] = status
-	if err := a.client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+	obj["metadata"] = map[string]any{"name": a.cfg.NodeName}
+	obj["status"] = st
+	if err := a.api.applyReport(ctx, obj, true); err != nil {
 		return fmt.Errorf("writing node report: %w", err)
 	}
 	return nil

@@ -152,3 +152,31 @@ func TestForNode(t *testing.T) {
 		t.Error("a grant with invalid options must write nothing")
 	}
 }
+
+// An agent skips the events of grants that are no concern of its node; a
+// grant must never be skipped when it selects the node or cannot be parsed.
+func TestConcerns(t *testing.T) {
+	node := map[string]string{"pool": "a", "zone": "z1"}
+	for _, tc := range []struct {
+		name string
+		sel  metav1.LabelSelector
+		want bool
+	}{
+		{"every node", metav1.LabelSelector{}, true},
+		{"its pool", metav1.LabelSelector{MatchLabels: map[string]string{"pool": "a"}}, true},
+		{"another pool", metav1.LabelSelector{MatchLabels: map[string]string{"pool": "b"}}, false},
+		{"a label it lacks", metav1.LabelSelector{MatchLabels: map[string]string{"pool": "a", "gpu": "yes"}}, false},
+		{"not in", metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "zone", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"z2"}}}}, true},
+		{"unparsable", metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "pool", Operator: "Bogus"}}}, true},
+	} {
+		r := &nav1.RenderedNodeAccess{Spec: nav1.RenderedNodeAccessSpec{NodeSelector: tc.sel}}
+		if got := Concerns(node, r); got != tc.want {
+			t.Errorf("%s: Concerns = %v, want %v", tc.name, got, tc.want)
+		}
+		// Concerns must agree with ForNode's own selection.
+		plan := ForNode(node, []nav1.RenderedNodeAccess{*r}, time.Now())
+		if g := plan.Grants[0]; tc.want != (g.Selected || g.Err != nil) {
+			t.Errorf("%s: Concerns = %v but ForNode selected=%v err=%v", tc.name, tc.want, g.Selected, g.Err)
+		}
+	}
+}

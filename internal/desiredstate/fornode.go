@@ -121,3 +121,13 @@ func (p *Plan) noteExpiry(at *metav1.Time, now time.Time) {
 		p.NextChange = at.Time
 	}
 }
+
+// Concerns reports whether a change to grant r can change the plan of a node
+// with the given labels: true when r selects the node, or when its selector
+// cannot be parsed (the node reports the error). A grant that neither
+// selected a node before a change nor selects it after is no concern of
+// the node's.
+func Concerns(nodeLabels map[string]string, r *nav1.RenderedNodeAccess) bool {
+	selector, err := metav1.LabelSelectorAsSelector(&r.Spec.NodeSelector)
+	return err != nil || selector.Matches(labels.Set(nodeLabels))
+}

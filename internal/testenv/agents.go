@@ -6,11 +6,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
+	ctrl "sigs.k8s.io/controller-runtime"
+
 	"github.com/nodeaccess/nodeaccess-operator/internal/agent"
 )
 
 // Agent is an agent running in-process against the test API server, with
-// its own client, cache and host root, as a separate node's agent would.
+// its own client, informers and host root, as a separate node's agent would.
 type Agent struct {
 	stopOnce sync.Once
 	cancel   context.CancelFunc
@@ -31,15 +34,17 @@ func (a *Agent) Stop(t testing.TB) {
 // and writing under h. It stops at the end of the test.
 func (e *Env) StartAgent(t testing.TB, node, namespace string, h *Host, resync time.Duration) *Agent {
 	t.Helper()
-	mgr, err := agent.NewManager(e.Config, agent.Config{
+	runner, err := agent.NewRunner(e.Config, agent.Config{
 		NodeName: node, Namespace: namespace, HostRoot: h.Root, Resync: resync, Heartbeat: time.Minute,
-	}, agent.ServeOptions{ProbeAddr: "0", MetricsAddr: "0"})
+		ReportDelay: agent.DefaultReportDelay,
+	}, agent.ServeOptions{ProbeAddr: "0"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	// The agent logs where the suite's controller-runtime logger does.
+	ctx, cancel := context.WithCancel(logr.NewContext(context.Background(), ctrl.Log.WithName("agent").WithValues("node", node)))
 	a := &Agent{cancel: cancel, done: make(chan error, 1)}
-	go func() { a.done <- mgr.Start(ctx) }()
+	go func() { a.done <- runner.Start(ctx) }()
 	t.Cleanup(func() { a.Stop(t) })
 	return a
 }

@@ -1,0 +1,116 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+
+	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
+)
+
+// The agent's scheme holds the kinds it decodes and nothing else: Node, the
+// rendered grants, and the meta types of watches and lists. Registering all
+// of Kubernetes' kinds, as a controller manager does, costs every node
+// several MiB for kinds the agent never sees.
+var (
+	agentScheme = runtime.NewScheme()
+	agentCodecs = serializer.NewCodecFactory(agentScheme)
+)
+
+func init() {
+	agentScheme.AddKnownTypes(corev1.SchemeGroupVersion, &corev1.Node{}, &corev1.NodeList{})
+	metav1.AddToGroupVersion(agentScheme, corev1.SchemeGroupVersion)
+	if err := nav1.AddToScheme(agentScheme); err != nil {
+		panic(err)
+	}
+}
+
+// apiClient is all the agent may do with the API server: read Nodes and the
+// rendered grants of one namespace, and apply its own node's report. Both
+// REST clients share one HTTP client, so an agent holds one connection.
+type apiClient struct {
+	node string
+	core *rest.RESTClient
+	nav  *rest.RESTClient
+}
+
+func newAPIClient(base *rest.Config, node string) (*apiClient, error) {
+	if base.UserAgent == "" {
+		base = rest.CopyConfig(base)
+		base.UserAgent = rest.DefaultKubernetesUserAgent()
+	}
+	httpClient, err := rest.HTTPClientFor(base)
+	if err != nil {
+		return nil, fmt.Errorf("building HTTP client: %w", err)
+	}
+	restFor := func(gv schema.GroupVersion, apiPath string) (*rest.RESTClient, error) {
+		cfg := rest.CopyConfig(base)
+		cfg.GroupVersion = &gv
+		cfg.APIPath = apiPath
+		cfg.ContentType = runtime.ContentTypeJSON
+		cfg.NegotiatedSerializer = agentCodecs.WithoutConversion()
+		c, err := rest.RESTClientForConfigAndClient(cfg, httpClient)
+		if err != nil {
+			return nil, fmt.Errorf("building API client for %s: %w", gv, err)
+		}
+		return c, nil
+	}
+	c := &apiClient{node: node}
+	if c.core, err = restFor(corev1.SchemeGroupVersion, "/api"); err != nil {
+		return nil, err
+	}
+	if c.nav, err = restFor(nav1.GroupVersion, "/apis"); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// applyReport server-side applies obj, the node's NodeAccessReport, or only
+// its status subresource.
+func (c *apiClient) applyReport(ctx context.Context, obj map[string]any, status bool) error {
+	body, err := json.Marshal(obj)
+	if err != nil {
+		return fmt.Errorf("encoding: %w", err)
+	}
+	req := c.nav.Patch(types.ApplyPatchType).Resource("nodeaccessreports").Name(c.node)
+	if status {
+		req = req.SubResource("status")
+	}
+	return req.Param("fieldManager", FieldOwner).Param("force", "true").Body(body).Do(ctx).Error()
+}
+
+// direct returns a source that reads the API server at every call.
+func (c *apiClient) direct(namespace string) source {
+	return directSource{api: c, namespace: namespace}
+}
+
+type directSource struct {
+	api       *apiClient
+	namespace string
+}
+
+func (d directSource) node(ctx context.Context) (*corev1.Node, error) {
+	n := &corev1.Node{}
+	err := d.api.core.Get().Resource("nodes").Name(d.api.node).Do(ctx).Into(n)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	return n, err
+}
+
+func (d directSource) rendered(ctx context.Context) ([]nav1.RenderedNodeAccess, error) {
+	list := &nav1.RenderedNodeAccessList{}
+	if err := d.api.nav.Get().Namespace(d.namespace).Resource("renderednodeaccesses").Do(ctx).Into(list); err != nil {
+		return nil, err
+	}
+	return list.Items, nil
+}

@@ -1,0 +1,217 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+
+	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
+	"github.com/nodeaccess/nodeaccess-operator/internal/desiredstate"
+)
+
+// ServeOptions are the agent's HTTP endpoints; "0" disables one.
+type ServeOptions struct {
+	// ProbeAddr serves /healthz (the process is alive) and /readyz (its
+	// informers have synced).
+	ProbeAddr string
+}
+
+// Runner runs one agent: two informers (its own Node, by a field selector,
+// and the rendered grants of one namespace), one reconcile loop, the file
+// watcher and the probes. Nothing else is read, and no Secret is ever
+// reachable.
+type Runner struct {
+	agent     *Agent
+	serve     ServeOptions
+	nodes     cache.Store
+	grants    cache.Store
+	informers []cache.Controller
+	// kick holds at most one pending pass: bursts of events collapse into one.
+	kick  chan struct{}
+	ready atomic.Bool
+}
+
+// NewRunner returns a Runner for cfg against the API server of restCfg.
+func NewRunner(restCfg *rest.Config, cfg Config, serve ServeOptions) (*Runner, error) {
+	api, err := newAPIClient(restCfg, cfg.NodeName)
+	if err != nil {
+		return nil, err
+	}
+	r := &Runner{serve: serve, kick: make(chan struct{}, 1)}
+	nodeEvents := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { r.trigger() },
+		UpdateFunc: func(any, any) { r.trigger() },
+		DeleteFunc: func(any) { r.trigger() },
+	}
+	// Every agent sees every grant's events; only those of grants that
+	// select the node, before or after the change, start a pass.
+	grantEvents := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { r.triggerIf(obj) },
+		UpdateFunc: func(old, obj any) { r.triggerIf(old, obj) },
+		DeleteFunc: func(obj any) { r.triggerIf(obj) },
+	}
+	inform := func(lw cache.ListerWatcher, obj runtime.Object, handler cache.ResourceEventHandler) cache.Store {
+		store, ctl := cache.NewInformerWithOptions(cache.InformerOptions{ListerWatcher: lw, ObjectType: obj, Handler: handler})
+		r.informers = append(r.informers, ctl)
+		return store
+	}
+	r.nodes = inform(cache.NewListWatchFromClient(api.core, "nodes", "",
+		fields.OneTermEqualSelector("metadata.name", cfg.NodeName)), &corev1.Node{}, nodeEvents)
+	r.grants = inform(cache.NewListWatchFromClient(api.nav, "renderednodeaccesses", cfg.Namespace,
+		fields.Everything()), &nav1.RenderedNodeAccess{}, grantEvents)
+	if r.agent, err = newAgent(cfg, storeSource{r}, api); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// triggerIf starts a pass when any of objs, versions of one grant, concerns
+// the node, or when that cannot be told (the node is not known yet, or a
+// deletion was missed and only its key is left).
+func (r *Runner) triggerIf(objs ...any) {
+	node, _ := storeSource{r}.node(context.Background())
+	for _, obj := range objs {
+		g, ok := obj.(*nav1.RenderedNodeAccess)
+		if node == nil || !ok || desiredstate.Concerns(node.Labels, g) {
+			r.trigger()
+			return
+		}
+	}
+}
+
+func (r *Runner) trigger() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Start runs the agent until ctx ends, then waits for everything it started.
+// On return every file is left as it is: stopping never revokes access.
+func (r *Runner) Start(ctx context.Context) error {
+	log := logr.FromContextOrDiscard(ctx)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+
+	if r.serve.ProbeAddr != "" && r.serve.ProbeAddr != "0" {
+		srv, err := r.probes()
+		if err != nil {
+			return err
+		}
+		wg.Go(func() {
+			<-ctx.Done()
+			_ = srv.Close()
+		})
+	}
+	for _, inf := range r.informers {
+		wg.Go(func() { inf.RunWithContext(ctx) })
+	}
+	wg.Go(func() { r.agent.files.run(ctx, r.trigger) })
+
+	synced := make([]cache.InformerSynced, 0, len(r.informers))
+	for _, inf := range r.informers {
+		synced = append(synced, inf.HasSynced)
+	}
+	// Nothing is written, and so nothing removed, before both informers
+	// hold the whole of what they watch.
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
+		return nil
+	}
+	r.ready.Store(true)
+	log.Info("Informers synced; keeping the node's files")
+	r.loop(ctx)
+	return nil
+}
+
+// loop runs a pass at once, at every event, when the last pass said the
+// next one is due, and after a failure with a backoff that doubles from
+// 50 ms up to the resync interval.
+func (r *Runner) loop(ctx context.Context) {
+	log := logr.FromContextOrDiscard(ctx)
+	const firstBackoff = 50 * time.Millisecond
+	backoff := time.Duration(0)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.kick:
+		case <-timer.C:
+		}
+		after, err := r.agent.Sync(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			backoff = min(max(2*backoff, firstBackoff), r.agent.cfg.Resync)
+			after = backoff
+			log.Error(err, "Pass failed; retrying", "after", after)
+		} else {
+			backoff = 0
+		}
+		timer.Reset(after)
+	}
+}
+
+// probes starts the probe server: /healthz answers while the process runs,
+// /readyz once the informers have synced.
+func (r *Runner) probes() (*http.Server, error) {
+	ln, err := net.Listen("tcp", r.serve.ProbeAddr)
+	if err != nil {
+		return nil, fmt.Errorf("serving probes: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !r.ready.Load() {
+			http.Error(w, "informers not synced", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok"))
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			_ = ln.Close()
+		}
+	}()
+	return srv, nil
+}
+
+// storeSource reads the Runner's informer stores.
+type storeSource struct{ r *Runner }
+
+func (s storeSource) node(context.Context) (*corev1.Node, error) {
+	for _, obj := range s.r.nodes.List() {
+		if n, ok := obj.(*corev1.Node); ok && n.Name == s.r.agent.cfg.NodeName {
+			return n, nil
+		}
+	}
+	return nil, nil
+}
+
+func (s storeSource) rendered(context.Context) ([]nav1.RenderedNodeAccess, error) {
+	objs := s.r.grants.List()
+	out := make([]nav1.RenderedNodeAccess, 0, len(objs))
+	for _, obj := range objs {
+		if g, ok := obj.(*nav1.RenderedNodeAccess); ok {
+			out = append(out, *g)
+		}
+	}
+	return out, nil
+}
