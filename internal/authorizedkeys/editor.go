@@ -35,7 +35,6 @@ package authorizedkeys
 import (
 	"bytes"
 	"fmt"
-	"regexp"
 	"sort"
 	"strings"
 )
@@ -83,13 +82,77 @@ type Owner struct {
 	UID  string
 }
 
-var (
-	ownerPattern   = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
-	uidPattern     = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
-	typePattern    = regexp.MustCompile(`^[A-Za-z0-9@._-]{1,64}$`)
-	base64Pattern  = regexp.MustCompile(`^[A-Za-z0-9+/]+={0,3}$`)
-	controlPattern = regexp.MustCompile(`[\x00-\x1f\x7f]`)
-)
+// The checks of validateSection run for every key at every write of every
+// node, so they are byte loops rather than regular expressions (which were
+// most of an agent's CPU under churn). editor_test.go holds the regular
+// expressions they implement and checks that both agree.
+
+func isLowerAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
+func isAlnum(c byte) bool      { return isLowerAlnum(c) || c >= 'A' && c <= 'Z' }
+
+// validOwner: ^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$
+func validOwner(s string) bool {
+	if s == "" || !isLowerAlnum(s[0]) || !isLowerAlnum(s[len(s)-1]) {
+		return false
+	}
+	for i := 1; i < len(s)-1; i++ {
+		if c := s[i]; !isLowerAlnum(c) && c != '-' && c != '.' {
+			return false
+		}
+	}
+	return true
+}
+
+// validUID: ^[A-Za-z0-9-]{1,64}$
+func validUID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !isAlnum(c) && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// validType: ^[A-Za-z0-9@._-]{1,64}$
+func validType(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !isAlnum(c) && c != '@' && c != '.' && c != '_' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// validBase64: ^[A-Za-z0-9+/]+={0,3}$
+func validBase64(s string) bool {
+	body := strings.TrimRight(s, "=")
+	if body == "" || len(s)-len(body) > 3 {
+		return false
+	}
+	for i := 0; i < len(body); i++ {
+		if c := body[i]; !isAlnum(c) && c != '+' && c != '/' {
+			return false
+		}
+	}
+	return true
+}
+
+// hasControl: [\x00-\x1f\x7f] anywhere. Bytes of multi-byte UTF-8 sequences
+// are all 0x80 or above, so a byte test finds exactly the control characters.
+func hasControl(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f {
+			return true
+		}
+	}
+	return false
+}
 
 // line is one line of a file: its text without terminator, and the
 // terminator ("\n", or "" for a last line without one). A CRLF line keeps its
@@ -325,21 +388,21 @@ func contains(list []string, s string) bool {
 }
 
 func validateSection(s Section) error {
-	if len(s.Owner) > 253 || !ownerPattern.MatchString(s.Owner) {
+	if len(s.Owner) > 253 || !validOwner(s.Owner) {
 		return fmt.Errorf("grant name %q is not a valid object name", s.Owner)
 	}
-	if !uidPattern.MatchString(s.UID) {
+	if !validUID(s.UID) {
 		return fmt.Errorf("grant %s: UID %q is not valid", s.Owner, s.UID)
 	}
 	for i, k := range s.Keys {
 		switch {
-		case !typePattern.MatchString(k.Type):
+		case !validType(k.Type):
 			return fmt.Errorf("grant %s key %d: type %q is not valid", s.Owner, i, k.Type)
-		case len(k.Base64) > 16384 || !base64Pattern.MatchString(k.Base64):
+		case len(k.Base64) > 16384 || !validBase64(k.Base64):
 			return fmt.Errorf("grant %s key %d: key data is not base64", s.Owner, i)
-		case controlPattern.MatchString(k.Comment) || strings.Contains(k.Comment, AttributionPrefix) || len(k.Comment) > 1024:
+		case hasControl(k.Comment) || strings.Contains(k.Comment, AttributionPrefix) || len(k.Comment) > 1024:
 			return fmt.Errorf("grant %s key %d: comment has control characters, is too long or contains %q", s.Owner, i, AttributionPrefix)
-		case controlPattern.MatchString(k.Options) || len(k.Options) > 4096:
+		case hasControl(k.Options) || len(k.Options) > 4096:
 			return fmt.Errorf("grant %s key %d: options have control characters or are too long", s.Owner, i)
 		}
 	}
