@@ -39,6 +39,7 @@ type options struct {
 	metricsAddr   string
 	metricsSecure bool
 	probeAddr     string
+	pprofAddr     string
 	leaderElect   bool
 	enableHTTP2   bool
 
@@ -63,6 +64,8 @@ func run() error {
 		"Serve metrics over HTTPS, allowing only callers authorised by the API server to read them.")
 	flag.StringVar(&opts.probeAddr, "health-probe-bind-address", ":8081",
 		"Address the liveness and readiness probes bind to.")
+	flag.StringVar(&opts.pprofAddr, "pprof-bind-address", "0",
+		"Address of the Go profiler's /debug/pprof endpoints, for diagnosis (0 disables it; bind it to 127.0.0.1).")
 	flag.BoolVar(&opts.leaderElect, "leader-elect", false,
 		"Elect a leader, so that only one manager replica is active at a time.")
 	flag.BoolVar(&opts.enableHTTP2, "enable-http2", false,
@@ -125,6 +128,7 @@ func run() error {
 		Scheme:                        scheme,
 		Metrics:                       metricsOpts,
 		HealthProbeBindAddress:        opts.probeAddr,
+		PprofBindAddress:              opts.pprofAddr,
 		LeaderElection:                opts.leaderElect,
 		LeaderElectionID:              "nodeaccess-operator.nodeaccess.io",
 		LeaderElectionReleaseOnCancel: true,

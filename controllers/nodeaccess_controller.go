@@ -16,6 +16,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -34,6 +35,11 @@ const (
 	Finalizer = "nodeaccess.io/revoke-keys"
 	// sourcesIndex indexes NodeAccess objects by the key sources they name.
 	sourcesIndex = "nodeaccess.io/sources"
+	// reportedIndex indexes node reports by the UIDs of the grants they report.
+	reportedIndex = "nodeaccess.io/reported-grants"
+	// workers reconcile different NodeAccess objects at once: a grant's
+	// change does not wait behind the status batches of others.
+	workers = 4
 )
 
 // +kubebuilder:rbac:groups=nodeaccess.io,resources=nodeaccesses,verbs=get;list;watch;update;patch
@@ -81,8 +87,20 @@ func (r *NodeAccessReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}); err != nil {
 		return fmt.Errorf("indexing key sources: %w", err)
 	}
+	// A status pass reads the reports naming its grant, not every report.
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &nav1.NodeAccessReport{}, reportedIndex, func(o client.Object) []string {
+		grants := o.(*nav1.NodeAccessReport).Status.Grants
+		uids := make([]string, 0, len(grants))
+		for _, g := range grants {
+			uids = append(uids, g.UID)
+		}
+		return uids
+	}); err != nil {
+		return fmt.Errorf("indexing node reports: %w", err)
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("nodeaccess").
+		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		// Every change, our own status writes included: the cache may lag
 		// behind a write, and the next event brings the reconcile that
 		// corrects a status computed from stale data.

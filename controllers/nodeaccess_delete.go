@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -26,9 +27,17 @@ func (r *NodeAccessReconciler) reconcileDelete(ctx context.Context, na *nav1.Nod
 	if !controllerutil.ContainsFinalizer(na, Finalizer) {
 		return ctrl.Result{}, nil
 	}
-	rendered := &nav1.RenderedNodeAccess{ObjectMeta: metav1.ObjectMeta{Name: na.Name, Namespace: r.Namespace}}
-	if err := client.IgnoreNotFound(r.Client.Delete(ctx, rendered)); err != nil {
-		return ctrl.Result{}, fmt.Errorf("deleting rendered grant: %w", err)
+	// Delete the rendered grant once: later passes (every node report wakes
+	// one) see it gone in the cache and send nothing.
+	rendered := &nav1.RenderedNodeAccess{}
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: r.Namespace, Name: na.Name}, rendered)
+	switch {
+	case err == nil && rendered.DeletionTimestamp.IsZero():
+		if err := client.IgnoreNotFound(r.Client.Delete(ctx, rendered)); err != nil {
+			return ctrl.Result{}, fmt.Errorf("deleting rendered grant: %w", err)
+		}
+	case err != nil && !apierrors.IsNotFound(err):
+		return ctrl.Result{}, fmt.Errorf("reading rendered grant: %w", err)
 	}
 
 	obs, err := r.observe(ctx, na)
