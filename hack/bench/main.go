@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -203,6 +204,9 @@ type bench struct {
 	audit    string
 	stopping []func()
 
+	// managerPprof is the manager's profiler address, "0" unless profiling.
+	managerPprof string
+
 	namesOnce sync.Once
 	names     map[string][]string // by pool; "" is every node
 }
@@ -218,7 +222,8 @@ func runNodes(o options, n int, withBaseline bool) ([]Result, error) {
 	stopProfiles := func() {}
 	if o.profileDir != "" {
 		var err error
-		if stopProfiles, err = b.profile(); err != nil {
+		// Grant, update and revoke take less than this at 1,000 nodes.
+		if stopProfiles, err = b.profile("grant-update-revoke", 20); err != nil {
 			return nil, err
 		}
 	}
@@ -227,7 +232,7 @@ func runNodes(o options, n int, withBaseline bool) ([]Result, error) {
 		if err != nil {
 			return results, err
 		}
-		if r.Scenario == "revoke" {
+		if r.Scenario == "revoke" || r.Scenario == "churn" {
 			stopProfiles()
 		}
 		r.Nodes = n
@@ -260,6 +265,15 @@ func runNodes(o options, n int, withBaseline bool) ([]Result, error) {
 func (b *bench) start() error {
 	if err := os.MkdirAll(filepath.Join(b.dir, "logs"), 0o700); err != nil {
 		return err
+	}
+	b.managerPprof = "0"
+	if b.o.profileDir != "" {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		b.managerPprof = ln.Addr().String()
+		_ = ln.Close()
 	}
 	policy := filepath.Join(b.dir, "audit-policy.yaml")
 	if err := os.WriteFile(policy, []byte("apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived, ResponseStarted]\nrules:\n- level: Metadata\n"), 0o600); err != nil {
@@ -302,7 +316,7 @@ func (b *bench) start() error {
 	}
 	b.manager, err = b.cluster.StartProcess(filepath.Join(b.dir, "logs"), "manager", filepath.Join(b.o.work, "bin", "manager"),
 		"--namespace="+namespace, "--agent-image=", "--metrics-bind-address=0", "--health-probe-bind-address=0",
-		"--status-delay=1s")
+		"--status-delay=1s", "--pprof-bind-address="+b.managerPprof)
 	if err != nil {
 		return err
 	}
@@ -413,13 +427,17 @@ func newHost(root string) (string, error) {
 }
 
 // profile starts CPU profiles of this process (where the in-process agents
-// run) and of the API server; the returned function ends both and writes
-// them to the profile directory as bench-<n>.pprof and apiserver-<n>.pprof.
-func (b *bench) profile() (func(), error) {
+// run), of the API server and of the manager, for seconds at most; the
+// returned function ends them and writes <process>-<tag>-<n>.pprof to the
+// profile directory.
+func (b *bench) profile(tag string, seconds int) (func(), error) {
 	if err := os.MkdirAll(b.o.profileDir, 0o755); err != nil {
 		return nil, err
 	}
-	f, err := os.Create(filepath.Join(b.o.profileDir, fmt.Sprintf("bench-%d.pprof", b.n)))
+	file := func(process string) string {
+		return filepath.Join(b.o.profileDir, fmt.Sprintf("%s-%s-%d.pprof", process, tag, b.n))
+	}
+	f, err := os.Create(file("bench"))
 	if err != nil {
 		return nil, err
 	}
@@ -430,33 +448,36 @@ func (b *bench) profile() (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	// The API server profiles for a fixed time; grant, update and revoke
-	// take less than this at 1,000 nodes.
-	const apiSeconds = 20
-	apiDone := make(chan error, 1)
-	go func() {
-		resp, err := httpClient.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", b.cluster.Config.Host, apiSeconds))
+	fetch := func(process, base string) error {
+		resp, err := httpClient.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, seconds))
 		if err != nil {
-			apiDone <- err
-			return
+			return err
 		}
 		defer resp.Body.Close()
-		out, err := os.Create(filepath.Join(b.o.profileDir, fmt.Sprintf("apiserver-%d.pprof", b.n)))
-		if err == nil {
-			_, err = io.Copy(out, resp.Body)
-			err = errors.Join(err, out.Close())
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: %s", process, resp.Status)
 		}
-		apiDone <- err
-	}()
+		out, err := os.Create(file(process))
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(out, resp.Body)
+		return errors.Join(err, out.Close())
+	}
+	done := make(chan error, 2)
+	go func() { done <- fetch("apiserver", b.cluster.Config.Host) }()
+	go func() { done <- fetch("manager", "http://"+b.managerPprof) }()
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			pprof.StopCPUProfile()
 			_ = f.Close()
-			if err := <-apiDone; err != nil {
-				fmt.Printf("    profile: API server: %v\n", err)
+			for range 2 {
+				if err := <-done; err != nil {
+					fmt.Printf("    profile: %v\n", err)
+				}
 			}
-			fmt.Printf("    profiles written to %s\n", b.o.profileDir)
+			fmt.Printf("    %s profiles written to %s\n", tag, b.o.profileDir)
 		})
 	}, nil
 }
@@ -595,6 +616,13 @@ func (b *bench) churn() (Result, error) {
 	keys := make([]sshKey, total)
 	for i := range keys {
 		keys[i] = newKey(fmt.Sprintf("churn-%d", i))
+	}
+	if b.o.profileDir != "" {
+		stop, err := b.profile("churn", int(b.o.churnFor.Seconds())+10)
+		if err != nil {
+			return Result{}, err
+		}
+		defer stop()
 	}
 	from := time.Now()
 	var waits []*wait
