@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
@@ -50,9 +52,17 @@ func NewRunner(restCfg *rest.Config, cfg Config, serve ServeOptions) (*Runner, e
 		return nil, err
 	}
 	r := &Runner{serve: serve, kick: make(chan struct{}, 1)}
+	// Of its Node the agent uses the name, UID and labels: status updates
+	// (the kubelet's, every few minutes) start no pass.
 	nodeEvents := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { r.trigger() },
-		UpdateFunc: func(any, any) { r.trigger() },
+		AddFunc: func(any) { r.trigger() },
+		UpdateFunc: func(old, obj any) {
+			o, ok1 := old.(*corev1.Node)
+			n, ok2 := obj.(*corev1.Node)
+			if !ok1 || !ok2 || o.UID != n.UID || !maps.Equal(o.Labels, n.Labels) {
+				r.trigger()
+			}
+		},
 		DeleteFunc: func(any) { r.trigger() },
 	}
 	// Every agent sees every grant's events; only those of grants that
@@ -63,7 +73,7 @@ func NewRunner(restCfg *rest.Config, cfg Config, serve ServeOptions) (*Runner, e
 		DeleteFunc: func(obj any) { r.triggerIf(obj) },
 	}
 	inform := func(lw cache.ListerWatcher, obj runtime.Object, handler cache.ResourceEventHandler) cache.Store {
-		store, ctl := cache.NewInformerWithOptions(cache.InformerOptions{ListerWatcher: lw, ObjectType: obj, Handler: handler})
+		store, ctl := cache.NewInformerWithOptions(cache.InformerOptions{ListerWatcher: lw, ObjectType: obj, Handler: handler, Transform: slim})
 		r.informers = append(r.informers, ctl)
 		return store
 	}
@@ -191,6 +201,21 @@ func (r *Runner) probes() (*http.Server, error) {
 		}
 	}()
 	return srv, nil
+}
+
+// slim drops from cached objects what the agent never reads: all of a
+// Node but its name, UID and labels (a real Node's status is tens of KiB),
+// and every object's managed fields.
+func slim(obj any) (any, error) {
+	switch o := obj.(type) {
+	case *corev1.Node:
+		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{
+			Name: o.Name, UID: o.UID, Labels: o.Labels, ResourceVersion: o.ResourceVersion,
+		}}, nil
+	case metav1.Object:
+		o.SetManagedFields(nil)
+	}
+	return obj, nil
 }
 
 // storeSource reads the Runner's informer stores.
