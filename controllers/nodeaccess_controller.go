@@ -6,6 +6,9 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -70,6 +73,9 @@ type NodeAccessReconciler struct {
 
 	now         func() time.Time
 	propagation propagation
+	// deletesSent holds the UIDs of deleted NodeAccess objects whose
+	// rendered grant's deletion was sent.
+	deletesSent sync.Map
 }
 
 // SetupWithManager registers the controller and its watches.
@@ -101,10 +107,19 @@ func (r *NodeAccessReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("nodeaccess").
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
-		// Every change, our own status writes included: the cache may lag
-		// behind a write, and the next event brings the reconcile that
-		// corrects a status computed from stale data.
-		For(&nav1.NodeAccess{}).
+		// Every change at once, but status-only updates (our own status
+		// writes) after StatusDelay: the cache may lag behind a write, and
+		// that later reconcile corrects a status computed from stale data,
+		// without each write during a burst of reports causing another.
+		For(&nav1.NodeAccess{}, builder.WithPredicates(predicate.Funcs{
+			UpdateFunc: func(e event.UpdateEvent) bool { return !statusOnly(e) },
+		})).
+		Watches(&nav1.NodeAccess{}, r.delayed(self), builder.WithPredicates(predicate.Funcs{
+			CreateFunc:  func(event.CreateEvent) bool { return false },
+			DeleteFunc:  func(event.DeleteEvent) bool { return false },
+			GenericFunc: func(event.GenericEvent) bool { return false },
+			UpdateFunc:  statusOnly,
+		})).
 		Owns(&nav1.RenderedNodeAccess{}).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.forSource(render.SourceSecret)), builder.OnlyMetadata).
 		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.forSource(render.SourceConfigMap)), builder.OnlyMetadata).
@@ -269,6 +284,21 @@ func (r *NodeAccessReconciler) reportedGrants(_ context.Context, o client.Object
 		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: g.Name}})
 	}
 	return reqs
+}
+
+// statusOnly is true for an update that changed nothing but the status.
+func statusOnly(e event.UpdateEvent) bool {
+	o, n := e.ObjectOld, e.ObjectNew
+	return o.GetGeneration() == n.GetGeneration() &&
+		o.GetDeletionTimestamp().Equal(n.GetDeletionTimestamp()) &&
+		slices.Equal(o.GetFinalizers(), n.GetFinalizers()) &&
+		maps.Equal(o.GetLabels(), n.GetLabels()) &&
+		maps.Equal(o.GetAnnotations(), n.GetAnnotations())
+}
+
+// self maps an object to its own request.
+func self(_ context.Context, o client.Object) []reconcile.Request {
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: o.GetName()}}}
 }
 
 // delayed enqueues the mapped requests after StatusDelay. Requests for the

@@ -27,17 +27,22 @@ func (r *NodeAccessReconciler) reconcileDelete(ctx context.Context, na *nav1.Nod
 	if !controllerutil.ContainsFinalizer(na, Finalizer) {
 		return ctrl.Result{}, nil
 	}
-	// Delete the rendered grant once: later passes (every node report wakes
-	// one) see it gone in the cache and send nothing.
+	// Delete the rendered grant: whenever the cache holds it, and once in
+	// any case (one written just before the deletion may not be in the
+	// cache yet). Later passes, which every node report wakes, send nothing.
 	rendered := &nav1.RenderedNodeAccess{}
 	err := r.Client.Get(ctx, client.ObjectKey{Namespace: r.Namespace, Name: na.Name}, rendered)
+	_, sent := r.deletesSent.Load(na.UID)
 	switch {
-	case err == nil && rendered.DeletionTimestamp.IsZero():
-		if err := client.IgnoreNotFound(r.Client.Delete(ctx, rendered)); err != nil {
-			return ctrl.Result{}, fmt.Errorf("deleting rendered grant: %w", err)
-		}
 	case err != nil && !apierrors.IsNotFound(err):
 		return ctrl.Result{}, fmt.Errorf("reading rendered grant: %w", err)
+	case err == nil && !rendered.DeletionTimestamp.IsZero():
+	case err == nil || !sent:
+		gone := &nav1.RenderedNodeAccess{ObjectMeta: metav1.ObjectMeta{Name: na.Name, Namespace: r.Namespace}}
+		if err := client.IgnoreNotFound(r.Client.Delete(ctx, gone)); err != nil {
+			return ctrl.Result{}, fmt.Errorf("deleting rendered grant: %w", err)
+		}
+		r.deletesSent.Store(na.UID, struct{}{})
 	}
 
 	obs, err := r.observe(ctx, na)
@@ -79,6 +84,7 @@ func (r *NodeAccessReconciler) reconcileDelete(ctx context.Context, na *nav1.Nod
 		r.Recorder.Eventf(na, nil, corev1.EventTypeNormal, "Revoked", "Revoke", "Every node removed the keys")
 	}
 	r.forgetMetrics(na.Name, string(na.UID))
+	r.deletesSent.Delete(na.UID)
 	patch := client.MergeFrom(na.DeepCopy())
 	controllerutil.RemoveFinalizer(na, Finalizer)
 	if err := r.Client.Patch(ctx, na, patch); err != nil {
