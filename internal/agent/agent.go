@@ -21,6 +21,7 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
@@ -84,6 +85,8 @@ type Agent struct {
 	// report is the last report written, and whether the object exists.
 	report        *nav1.NodeAccessReportStatus
 	reportCreated bool
+	// reportOwner is the UID of the Node the report object was written for.
+	reportOwner types.UID
 	// reportDue is when a delayed report write is due; zero when none waits.
 	reportDue time.Time
 

@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -153,13 +154,19 @@ func (a *Agent) writeReport(ctx context.Context, node *corev1.Node, st nav1.Node
 	}
 	st.HeartbeatTime = &stamp
 
-	if !a.reportCreated {
+	// The report object is (re)created by the first write of a process,
+	// for a Node recreated under a new UID (the old report went with the
+	// old Node), and when it was found missing.
+	if !a.reportCreated || a.reportOwner != node.UID {
 		if err := a.applyReport(ctx, node, nil); err != nil {
 			return 0, err
 		}
-		a.reportCreated = true
+		a.reportCreated, a.reportOwner = true, node.UID
 	}
 	if err := a.applyReport(ctx, node, &st); err != nil {
+		if apierrors.IsNotFound(err) {
+			a.reportCreated = false
+		}
 		return 0, err
 	}
 	a.report = &st

@@ -47,6 +47,9 @@ type Runner struct {
 
 // NewRunner returns a Runner for cfg against the API server of restCfg.
 func NewRunner(restCfg *rest.Config, cfg Config, serve ServeOptions) (*Runner, error) {
+	if cfg.Resync <= 0 || cfg.Heartbeat <= 0 || cfg.ReportDelay < 0 {
+		return nil, errors.New("resync and heartbeat must be positive, and the report delay not negative")
+	}
 	api, err := newAPIClient(restCfg, cfg.NodeName)
 	if err != nil {
 		return nil, err
@@ -66,11 +69,14 @@ func NewRunner(restCfg *rest.Config, cfg Config, serve ServeOptions) (*Runner, e
 		DeleteFunc: func(any) { r.trigger() },
 	}
 	// Every agent sees every grant's events; only those of grants that
-	// select the node, before or after the change, start a pass.
+	// select the node, before or after the change, start a pass (and every
+	// deletion).
 	grantEvents := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { r.triggerIf(obj) },
 		UpdateFunc: func(old, obj any) { r.triggerIf(old, obj) },
-		DeleteFunc: func(obj any) { r.triggerIf(obj) },
+		// A deleted grant may have keys left here that an earlier pass
+		// could not remove, whatever it selects now.
+		DeleteFunc: func(any) { r.trigger() },
 	}
 	inform := func(lw cache.ListerWatcher, obj runtime.Object, handler cache.ResourceEventHandler) cache.Store {
 		store, ctl := cache.NewInformerWithOptions(cache.InformerOptions{ListerWatcher: lw, ObjectType: obj, Handler: handler, Transform: slim})
@@ -113,9 +119,12 @@ func (r *Runner) trigger() {
 func (r *Runner) Start(ctx context.Context) error {
 	log := logr.FromContextOrDiscard(ctx)
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	// Stop everything started, then wait for it: also when a pass panics.
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
 
 	if r.serve.ProbeAddr != "" && r.serve.ProbeAddr != "0" {
 		srv, err := r.probes()

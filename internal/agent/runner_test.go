@@ -100,3 +100,22 @@ func TestProbes(t *testing.T) {
 		})
 	}
 }
+
+// A report deleted by hand comes back at the agent's next write.
+func TestDeletedReportIsRecreated(t *testing.T) {
+	ctx := context.Background()
+	h := newHost(t)
+	createNode(t, "node-recreate", map[string]string{"pool": "recreate"})
+	runAgent(t, "node-recreate", h.Root, 0, "0")
+	report := &nav1.NodeAccessReport{}
+	eventually(t, 30*time.Second, "the agent's first report", func() error {
+		return k8sClient.Get(ctx, client.ObjectKey{Name: "node-recreate"}, report)
+	})
+	must(t, k8sClient.Delete(ctx, report))
+
+	g := grant("team-recreate", map[string]string{"pool": "recreate"}, nav1.RenderedUser{Name: "alice", Keys: []nav1.RenderedKey{key(aliceData, "alice")}})
+	t.Cleanup(func() { remove(t, g.Name) })
+	apply(t, g)
+	eventually(t, 10*time.Second, "the key written", holds(h, "alice", true, aliceData))
+	eventually(t, 10*time.Second, "the report back, listing the grant", reportHas(ctx, "node-recreate", g))
+}

@@ -84,7 +84,7 @@ type Owner struct {
 
 // The checks of validateSection run for every key at every write of every
 // node, so they are byte loops rather than regular expressions (which were
-// most of an agent's CPU under churn). editor_test.go holds the regular
+// a quarter of the agents' pass CPU under churn). validate_test.go holds the regular
 // expressions they implement and checks that both agree.
 
 func isLowerAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
