@@ -46,6 +46,7 @@ import (
 	"github.com/go-logr/logr"
 	"golang.org/x/crypto/ssh"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -533,16 +534,26 @@ func (b *bench) grantUpdateRevoke(step string) func() (Result, error) {
 	}
 }
 
+// updateNA applies mutate to the NodeAccess, retrying conflicts, and
+// transport errors a few times (a saturated machine drops connections).
 func (b *bench) updateNA(ctx context.Context, name string, mutate func(*nav1.NodeAccess)) error {
+	failures := 0
 	for {
 		na := &nav1.NodeAccess{}
-		if err := b.k8s.Get(ctx, client.ObjectKey{Name: name}, na); err != nil {
-			return err
+		err := b.k8s.Get(ctx, client.ObjectKey{Name: name}, na)
+		if err == nil {
+			mutate(na)
+			err = b.k8s.Update(ctx, na)
 		}
-		mutate(na)
-		err := b.k8s.Update(ctx, na)
-		if err == nil || !strings.Contains(err.Error(), "the object has been modified") {
+		switch {
+		case err == nil:
+			return nil
+		case apierrors.IsConflict(err):
+		case apierrors.IsNotFound(err) || failures == 5:
 			return err
+		default:
+			failures++
+			time.Sleep(200 * time.Millisecond)
 		}
 	}
 }
