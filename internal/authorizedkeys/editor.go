@@ -90,57 +90,37 @@ type Owner struct {
 func isLowerAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
 func isAlnum(c byte) bool      { return isLowerAlnum(c) || c >= 'A' && c <= 'Z' }
 
-// validOwner: ^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$
-func validOwner(s string) bool {
-	if s == "" || !isLowerAlnum(s[0]) || !isLowerAlnum(s[len(s)-1]) {
-		return false
-	}
-	for i := 1; i < len(s)-1; i++ {
-		if c := s[i]; !isLowerAlnum(c) && c != '-' && c != '.' {
+// only reports whether every byte of s is in the class.
+func only(s string, in func(byte) bool) bool {
+	for i := 0; i < len(s); i++ {
+		if !in(s[i]) {
 			return false
 		}
 	}
 	return true
+}
+
+// validOwner: ^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$
+func validOwner(s string) bool {
+	return s != "" && isLowerAlnum(s[0]) && isLowerAlnum(s[len(s)-1]) &&
+		only(s, func(c byte) bool { return isLowerAlnum(c) || c == '-' || c == '.' })
 }
 
 // validUID: ^[A-Za-z0-9-]{1,64}$
 func validUID(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !isAlnum(c) && c != '-' {
-			return false
-		}
-	}
-	return true
+	return s != "" && len(s) <= 64 && only(s, func(c byte) bool { return isAlnum(c) || c == '-' })
 }
 
 // validType: ^[A-Za-z0-9@._-]{1,64}$
 func validType(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !isAlnum(c) && c != '@' && c != '.' && c != '_' && c != '-' {
-			return false
-		}
-	}
-	return true
+	return s != "" && len(s) <= 64 &&
+		only(s, func(c byte) bool { return isAlnum(c) || c == '@' || c == '.' || c == '_' || c == '-' })
 }
 
 // validBase64: ^[A-Za-z0-9+/]+={0,3}$
 func validBase64(s string) bool {
 	body := strings.TrimRight(s, "=")
-	if body == "" || len(s)-len(body) > 3 {
-		return false
-	}
-	for i := 0; i < len(body); i++ {
-		if c := body[i]; !isAlnum(c) && c != '+' && c != '/' {
-			return false
-		}
-	}
-	return true
+	return body != "" && len(s)-len(body) <= 3 && only(body, func(c byte) bool { return isAlnum(c) || c == '+' || c == '/' })
 }
 
 // hasControl: [\x00-\x1f\x7f] anywhere. Bytes of multi-byte UTF-8 sequences
