@@ -231,12 +231,12 @@ func slim(obj any) (any, error) {
 type storeSource struct{ r *Runner }
 
 func (s storeSource) node(context.Context) (*corev1.Node, error) {
-	for _, obj := range s.r.nodes.List() {
-		if n, ok := obj.(*corev1.Node); ok && n.Name == s.r.agent.cfg.NodeName {
-			return n, nil
-		}
+	obj, ok, err := s.r.nodes.GetByKey(s.r.agent.cfg.NodeName) // a cluster-scoped key is the name
+	if err != nil || !ok {
+		return nil, err
 	}
-	return nil, nil
+	n, _ := obj.(*corev1.Node)
+	return n, nil
 }
 
 func (s storeSource) rendered(context.Context) ([]nav1.RenderedNodeAccess, error) {
