@@ -1,7 +1,7 @@
 # nodeaccess-operator. `make help` lists the targets.
 
 # VERSION is the operator's release version: the image tag and the bundle's CSV version.
-VERSION ?= 0.1.0
+VERSION ?= 0.2.0
 # IMAGE_TAG_BASE is the image repository of the manager and agent (one image, two binaries).
 IMAGE_TAG_BASE ?= quay.io/nodeaccess/nodeaccess-operator
 # IMG is the image `make deploy` and the bundle use.
@@ -11,7 +11,7 @@ IMG ?= $(IMAGE_TAG_BASE):$(VERSION)
 CHANNELS ?= candidate,fast,stable
 DEFAULT_CHANNEL ?= stable
 # REPLACES is the CSV this version replaces in the upgrade graph, if any.
-REPLACES ?=
+REPLACES ?= nodeaccess-operator.v0.1.0
 # BUNDLE_IMG is the bundle image `make bundle-build` builds.
 BUNDLE_IMG ?= $(IMAGE_TAG_BASE)-bundle:v$(VERSION)
 

@@ -312,7 +312,7 @@ func up() error {
 	}()
 	mgr, err := cluster.StartProcess(logs, "manager", filepath.Join(bin, "manager"), "--namespace="+namespace,
 		"--metrics-bind-address=0", "--health-probe-bind-address=0", "--operator-deployment=",
-		"--agent-image=quay.io/nodeaccess/nodeaccess-operator:0.1.0")
+		"--agent-image=quay.io/nodeaccess/nodeaccess-operator:0.2.0")
 	if err != nil {
 		return err
 	}
