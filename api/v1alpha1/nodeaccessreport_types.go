@@ -7,7 +7,7 @@ import (
 // Limits of a NodeAccessReport.
 const (
 	// MaxReportedGrants is the most grants one node report lists.
-	MaxReportedGrants = 256
+	MaxReportedGrants = 512
 	// MaxReportedAccountErrors is the most account errors one node report lists.
 	MaxReportedAccountErrors = 64
 )
@@ -33,12 +33,13 @@ type NodeAccessReportStatus struct {
 	// +kubebuilder:validation:MaxItems=8
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
-	// grants lists every NodeAccess whose keys are on this node, or that
-	// selects it and failed, with the rendered hash the agent applied.
+	// grants lists every NodeAccess that selects this node, and every one
+	// whose keys are, or may be, still on it, with the rendered hash the
+	// agent applied. Grants not applied come first.
 	// +optional
 	// +listType=map
 	// +listMapKey=uid
-	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:MaxItems=512
 	Grants []GrantReport `json:"grants,omitempty"`
 
 	// accountErrors lists accounts the agent could not write, and why.
@@ -87,16 +88,29 @@ type GrantReport struct {
 	// +kubebuilder:validation:MaxLength=128
 	Hash string `json:"hash,omitempty"`
 
-	// keys counts this grant's key lines on the node.
+	// keys counts this grant's key lines in the node's files after the
+	// agent's last pass: what it found there, not what it meant to write.
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	Keys int32 `json:"keys,omitempty"`
 
-	// applied is true when every account of the grant holds exactly its keys.
+	// applied is true when the agent proved the grant's state on the node:
+	// every account holds exactly its keys, or, for a suspended, expired or
+	// revoked grant, none of them is left. It is false whenever the agent
+	// cannot prove it, for example when an account's file cannot be read.
 	// +optional
 	Applied bool `json:"applied,omitempty"`
 
-	// reason is a CamelCase code when the grant could not be fully applied.
+	// accounts lists the accounts whose files hold this grant's keys, or may
+	// hold them (their file cannot be read), after the agent's last pass.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MaxLength=32
+	Accounts []string `json:"accounts,omitempty"`
+
+	// reason is a CamelCase code when the grant is not applied, for example
+	// RevocationFailed or PossiblyHeld (see docs/usage.md).
 	// +optional
 	// +kubebuilder:validation:MaxLength=64
 	Reason string `json:"reason,omitempty"`
@@ -107,7 +121,7 @@ type GrantReport struct {
 	Message string `json:"message,omitempty"`
 }
 
-// AccountError says why the agent could not write one account's file.
+// AccountError says why the agent could not write, or read, one account's file.
 type AccountError struct {
 	// user is the local account.
 	// +required
@@ -125,6 +139,12 @@ type AccountError struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024
 	Message string `json:"message,omitempty"`
+
+	// keysUnknown is true when the file could not be read at all, so the
+	// agent cannot tell which keys it holds; every grant that may have keys
+	// there is listed as possibly held.
+	// +optional
+	KeysUnknown bool `json:"keysUnknown,omitempty"`
 }
 
 // NodeAccessReport is one node's account of the keys it holds. Its name is the

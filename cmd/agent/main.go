@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -42,10 +43,13 @@ func run(args []string) error {
 		cfg        agent.Config
 		kubeconfig string
 		probeAddr  string
+		homeRoots  string
 	)
 	fs.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "Name of the node the agent keeps (default: $NODE_NAME).")
 	fs.StringVar(&cfg.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the rendered NodeAccess objects: the operator's (default: $POD_NAMESPACE).")
 	fs.StringVar(&cfg.HostRoot, "host-root", "/host", "Directory where the host's /etc/passwd and homes are mounted.")
+	fs.StringVar(&homeRoots, "home-roots", "/home", "Comma-separated host directories under which homes are written, each mounted under --host-root; a home elsewhere is reported HomeNotMounted.")
+	fs.BoolVar(&cfg.AllowRoot, "allow-root-user", false, "Write keys for accounts with uid 0 (root, and other names for it) and in /root; without it their keys are only removed.")
 	fs.DurationVar(&cfg.Resync, "resync", time.Minute, "Longest time between two full applies, even when nothing is seen to change.")
 	fs.DurationVar(&cfg.Heartbeat, "heartbeat", 10*time.Minute, "Longest time between two writes of the node's report.")
 	fs.DurationVar(&cfg.ReportDelay, "report-delay", agent.DefaultReportDelay, "How long after a change the node's report is written, plus up to as much again at random (files are always written at once).")
@@ -68,6 +72,11 @@ func run(args []string) error {
 		return errors.New("--resync and --heartbeat must be positive")
 	case cfg.ReportDelay < 0 || cfg.ReportDelay >= cfg.Heartbeat:
 		return errors.New("--report-delay must be zero or positive, and shorter than --heartbeat")
+	}
+	for _, r := range strings.Split(homeRoots, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			cfg.HomeRoots = append(cfg.HomeRoots, r)
+		}
 	}
 	log := zap.New(zap.UseFlagOptions(&zapOpts)).WithValues("node", cfg.NodeName)
 	klog.SetLogger(log)

@@ -6,6 +6,11 @@
 // restart or a missed event converges without replay, and it removes nothing
 // before its informers have synced (Runner starts passes only then).
 //
+// The report says only what a pass proved: the keys found in each file
+// after the pass, not the keys meant to be written. An account whose file
+// cannot be read may hold anything, so every grant that may have keys
+// there is reported as possibly held, never as gone.
+//
 // The agent is built on client-go alone, not on a controller manager: it
 // reads two kinds, writes one, and runs on every node, so its memory is
 // paid once per node.
@@ -13,7 +18,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -45,6 +49,12 @@ type Config struct {
 	Namespace string
 	// HostRoot is where the host's /etc/passwd and homes are mounted.
 	HostRoot string
+	// HomeRoots are the host directories under which homes are written
+	// (each mounted under HostRoot); empty means /home.
+	HomeRoots []string
+	// AllowRoot lets keys be written for accounts with uid 0 (root and any
+	// other name for it); without it their keys are only ever removed.
+	AllowRoot bool
 	// Resync is the longest time between two full applies, even without events.
 	Resync time.Duration
 	// Heartbeat is the longest time between two report writes.
@@ -77,9 +87,17 @@ type Agent struct {
 	files  *fileWatcher
 	now    func() time.Time
 
-	// managed holds accounts whose files held a managed block at the last
-	// apply; they are revisited even after no grant names them any more.
-	managed map[string]bool
+	// held maps an account to the grants its file held, with their key
+	// lines, at the end of the last pass that proved it; an account whose
+	// file could not be read keeps what was last proven, since those keys
+	// may still be there. Accounts in it are revisited at every pass.
+	held map[string]map[authorizedkeys.Owner]int
+	// unattributed are grants an earlier agent process reported as held on
+	// this node without naming the account; they stay possibly held until
+	// a scan of every account proves where they are, or that they are gone.
+	unattributed map[authorizedkeys.Owner]bool
+	// seeded is set once the earlier process's report has been read.
+	seeded bool
 	// lastScan is when every account of the host was last checked for a block.
 	lastScan time.Time
 	// report is the last report written, and whether the object exists.
@@ -94,7 +112,7 @@ type Agent struct {
 }
 
 func newAgent(cfg Config, src source, api *apiClient) (*Agent, error) {
-	w, err := nodewriter.New(cfg.HostRoot)
+	w, err := nodewriter.New(cfg.HostRoot, nodewriter.Options{HomeRoots: cfg.HomeRoots, AllowRoot: cfg.AllowRoot})
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +120,10 @@ func newAgent(cfg Config, src source, api *apiClient) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{cfg: cfg, src: src, api: api, writer: w, files: files, now: time.Now, managed: map[string]bool{}}, nil
+	return &Agent{
+		cfg: cfg, src: src, api: api, writer: w, files: files, now: time.Now,
+		held: map[string]map[authorizedkeys.Owner]int{}, unattributed: map[authorizedkeys.Owner]bool{},
+	}, nil
 }
 
 // NewPolling returns an agent that reads the API server directly at each
@@ -139,59 +160,114 @@ func (a *Agent) Sync(ctx context.Context) (time.Duration, error) {
 		log.Info("Waiting for the Node object", "node", a.cfg.NodeName)
 		return a.cfg.Resync, nil
 	}
+	if !a.seeded {
+		if err := a.seed(ctx); err != nil {
+			return 0, err
+		}
+	}
 	rendered, err := a.src.rendered(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("listing rendered grants: %w", err)
 	}
 	plan := desiredstate.ForNode(node.Labels, rendered, now)
 
-	accounts := a.accountsToVisit(ctx, plan, now)
-	results := make(map[string]accountResult, len(accounts))
-	for _, name := range accounts {
-		res := a.applyAccount(name, plan.Accounts[name])
+	names, scan := a.accountsToVisit(ctx, plan, now)
+	uids := a.knownUIDs(plan)
+	results := make(map[string]accountResult, len(names))
+	for _, name := range names {
+		res := a.applyAccount(name, plan.Accounts[name], uids)
 		results[name] = res
-		if res.err != nil {
-			log.Info("Applying keys failed", "user", name, "reason", reasonOf(res.err), "error", res.err.Error())
-		} else if res.changed {
+		switch {
+		case res.err != nil:
+			log.Info("Applying keys failed", "user", name, "reason", reasonOf(res.err), "keysKnown", res.state != nodewriter.Unknown, "error", res.err.Error())
+		case res.changed:
 			log.Info("Updated authorized_keys", "user", name, "grants", len(plan.Accounts[name]))
 		}
 	}
+	a.resolveUnattributed(results, scan)
 
-	reportIn, err := a.writeReport(ctx, node, buildReport(plan, results), now)
+	reportIn, err := a.writeReport(ctx, node, buildReport(plan, results, a.unattributedList()), now)
 	if err != nil {
 		return 0, err
 	}
-	after := a.requeueAfter(plan, now)
+	after := a.requeueAfter(plan, results, now)
 	if reportIn > 0 && reportIn < after {
 		after = reportIn
 	}
 	return after, nil
 }
 
+// seed reads the report an earlier agent process left for this node: the
+// grants it said were held, or possibly held, stay so until this process
+// proves otherwise. Without it, a grant deleted while no agent ran, in an
+// account whose file cannot be read now, would be forgotten.
+func (a *Agent) seed(ctx context.Context) error {
+	prev, err := a.api.getReport(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the node's earlier report: %w", err)
+	}
+	if prev != nil {
+		for _, g := range prev.Status.Grants {
+			if g.Keys == 0 && g.Applied {
+				continue // proven: applied with no key, nothing to remember
+			}
+			o := authorizedkeys.Owner{Name: g.Name, UID: g.UID}
+			if len(g.Accounts) == 0 {
+				if g.Keys > 0 || g.Reason == nav1.RevocationFailedReason || g.Reason == nav1.PossiblyHeldReason {
+					a.unattributed[o] = true
+				}
+				continue
+			}
+			for _, acct := range g.Accounts {
+				if a.held[acct] == nil {
+					a.held[acct] = map[authorizedkeys.Owner]int{}
+				}
+				a.held[acct][o] = max(a.held[acct][o], 0)
+			}
+		}
+	}
+	a.seeded = true
+	return nil
+}
+
+// scanResult is what a scan of every host account found.
+type scanResult struct {
+	// done is true when this pass scanned every account.
+	done bool
+	// unreadable counts accounts under the home roots whose files could not be read.
+	unreadable int
+}
+
 // accountsToVisit lists the accounts this pass must write: those the plan
-// names, those managed before, and, at every resync, every account of the
-// host whose file holds a managed block (this catches blocks left by an
-// earlier agent process).
-func (a *Agent) accountsToVisit(ctx context.Context, plan desiredstate.Plan, now time.Time) []string {
+// names, those that held (or may hold) keys, and, at every resync, every
+// account of the host whose file holds a managed block (this catches blocks
+// left by an earlier agent process).
+func (a *Agent) accountsToVisit(ctx context.Context, plan desiredstate.Plan, now time.Time) ([]string, scanResult) {
 	visit := map[string]bool{}
 	for name := range plan.Accounts {
 		visit[name] = true
 	}
-	for name := range a.managed {
+	for name := range a.held {
 		visit[name] = true
 	}
+	var scan scanResult
 	if a.lastScan.IsZero() || now.Sub(a.lastScan) >= a.cfg.Resync {
 		a.lastScan = now
+		scan.done = true
 		accounts, err := a.writer.Accounts()
 		if err != nil {
 			logr.FromContextOrDiscard(ctx).Info("Listing host accounts failed", "error", err.Error())
+			scan.unreadable++
 		}
 		for _, acct := range accounts {
-			if visit[acct.Name] {
-				continue
+			if visit[acct.Name] || a.writer.CheckHome(acct) != nil {
+				continue // visited anyway, or a home the agent never writes
 			}
-			content, err := a.writer.ReadAccount(acct)
-			if err == nil && len(authorizedkeys.Parse(content).Owners()) > 0 {
+			content, state, _ := a.writer.ReadAccount(acct)
+			switch {
+			case state == nodewriter.Unknown:
+				scan.unreadable++
+			case state == nodewriter.Read && len(authorizedkeys.Parse(content).Holdings()) > 0:
 				visit[acct.Name] = true
 			}
 		}
@@ -201,55 +277,166 @@ func (a *Agent) accountsToVisit(ctx context.Context, plan desiredstate.Plan, now
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	return names
+	return names, scan
 }
 
-// accountResult is the outcome of writing one account's file.
-type accountResult struct {
-	changed bool
-	// owners are the grants whose sections the file holds after the pass.
-	owners []authorizedkeys.Owner
-	err    error
-}
-
-func (a *Agent) applyAccount(name string, sections []authorizedkeys.Section) accountResult {
-	var res accountResult
-	var before []authorizedkeys.Owner
-	var written []byte
-	result, err := a.writer.Update(name, func(current []byte) ([]byte, error) {
-		before = authorizedkeys.Parse(current).Owners()
-		out, err := authorizedkeys.Render(current, sections)
-		written = out
-		return out, err
-	})
-	if err != nil {
-		// Nothing was written: the file holds what it held.
-		res.err = err
-		res.owners = before
-		if len(before) > 0 {
-			a.managed[name] = true
+// knownUIDs maps grant names to UIDs, from the plan and from what files
+// held: files written before every grant had a header name some grants
+// only in the attribution field.
+func (a *Agent) knownUIDs(plan desiredstate.Plan) map[string]string {
+	uids := map[string]string{}
+	for _, held := range a.held {
+		for o := range held {
+			if o.UID != "" {
+				uids[o.Name] = o.UID
+			}
 		}
+	}
+	for _, g := range plan.Grants {
+		uids[g.Name] = g.UID
+	}
+	return uids
+}
+
+// accountResult is the outcome of one account in one pass.
+type accountResult struct {
+	// state is what the pass proved about the file.
+	state   nodewriter.State
+	changed bool
+	// held are the grants whose key lines the file holds after the pass,
+	// with their counts, when state is Read; when state is Unknown, the
+	// grants it may hold (what was last proven).
+	held map[authorizedkeys.Owner]int
+	// refused is set when keys the plan gives the account were not written
+	// although the file was (root not allowed, or the file would be too large).
+	refused error
+	err     error
+}
+
+func (a *Agent) applyAccount(name string, sections []authorizedkeys.Section, uids map[string]string) accountResult {
+	var res accountResult
+	acct, err := a.writer.LookupAccount(name)
+	if err != nil {
+		res.state, res.err = lookupState(err), err
+		a.remember(name, &res)
 		return res
 	}
-	res.changed = result.Changed
-	if result.Changed && a.cfg.OnWrite != nil {
-		a.cfg.OnWrite(name, written)
+	if acct.UID == 0 && !a.cfg.AllowRoot && hasKeys(sections) {
+		// Another name for root is root: its keys are removed, never written.
+		res.refused = &nodewriter.Error{Reason: nav1.RootNotAllowedReason, User: name, Path: "/etc/passwd",
+			Err: fmt.Errorf("%s has uid 0; the operator does not allow granting root", name)}
+		sections = nil
 	}
-	for _, s := range sections {
-		if len(s.Keys) > 0 {
-			res.owners = append(res.owners, authorizedkeys.Owner{Name: s.Owner, UID: s.UID})
+	var before, out []byte
+	var written []authorizedkeys.Section
+	result, err := a.writer.UpdateAccount(acct, func(current []byte) ([]byte, error) {
+		var err error
+		before, written = current, sections
+		out, err = authorizedkeys.Render(current, sections)
+		if err == nil && len(out) > nodewriter.MaxFileBytes {
+			// Too large with every key: remove what must go, add nothing.
+			written = authorizedkeys.Parse(current).KeepPresent(sections)
+			out, err = authorizedkeys.Render(current, written)
+			res.refused = &nodewriter.Error{Reason: nav1.FileTooLargeReason, User: name, Path: acct.Home,
+				Err: fmt.Errorf("adding the keys would make authorized_keys larger than %d bytes; only removals were written", nodewriter.MaxFileBytes)}
 		}
+		return out, err
+	})
+	res.state, res.changed, res.err = result.State, result.Changed, err
+	switch {
+	case err == nil:
+		res.held = authorizedkeys.Count(written)
+	case result.State == nodewriter.Read:
+		// Nothing was written: the file holds what it held.
+		res.held = resolveOwners(authorizedkeys.Parse(before).Holdings(), uids)
 	}
-	if len(res.owners) > 0 {
-		a.managed[name] = true
-		a.files.watch(result.Path)
-	} else {
-		delete(a.managed, name)
+	a.remember(name, &res)
+	if res.changed && a.cfg.OnWrite != nil {
+		a.cfg.OnWrite(name, out)
+	}
+	if err == nil && len(res.held) > 0 {
+		a.files.watch(result.Dirs)
 	}
 	return res
 }
 
-func (a *Agent) requeueAfter(plan desiredstate.Plan, now time.Time) time.Duration {
+// remember keeps what the pass proved about an account for later passes,
+// and fills in what an unreadable file may hold from what was proven before.
+func (a *Agent) remember(name string, res *accountResult) {
+	switch res.state {
+	case nodewriter.Unknown:
+		res.held = a.held[name]
+		if res.held == nil {
+			// Never proven empty, so it stays on the list to revisit.
+			a.held[name] = map[authorizedkeys.Owner]int{}
+		}
+	default:
+		if len(res.held) == 0 {
+			delete(a.held, name)
+		} else {
+			a.held[name] = res.held
+		}
+	}
+}
+
+// resolveUnattributed drops the earlier process's unattributed grants once
+// a full scan read every account: wherever they still are, the files say
+// so (and they are then held by account).
+func (a *Agent) resolveUnattributed(results map[string]accountResult, scan scanResult) {
+	if len(a.unattributed) == 0 || !scan.done || scan.unreadable > 0 {
+		return
+	}
+	for _, res := range results {
+		if res.state == nodewriter.Unknown {
+			return
+		}
+	}
+	clear(a.unattributed)
+}
+
+func (a *Agent) unattributedList() []authorizedkeys.Owner {
+	out := make([]authorizedkeys.Owner, 0, len(a.unattributed))
+	for o := range a.unattributed {
+		out = append(out, o)
+	}
+	return out
+}
+
+// resolveOwners gives a UID to grants a file names only by name.
+func resolveOwners(held map[authorizedkeys.Owner]int, uids map[string]string) map[authorizedkeys.Owner]int {
+	for o, n := range held {
+		if o.UID != "" {
+			continue
+		}
+		delete(held, o)
+		if uid, ok := uids[o.Name]; ok {
+			held[authorizedkeys.Owner{Name: o.Name, UID: uid}] += n
+		}
+	}
+	return held
+}
+
+func hasKeys(sections []authorizedkeys.Section) bool {
+	for _, s := range sections {
+		if len(s.Keys) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// lookupState is what a failed account lookup proves.
+func lookupState(err error) nodewriter.State {
+	if reasonOf(err) == nav1.PasswdUnreadableReason {
+		return nodewriter.Unknown
+	}
+	return nodewriter.NoFile
+}
+
+// requeueAfter is when the next pass is due: the next expiry, the resync,
+// the heartbeat, and soon after a pass that could not prove an account
+// (the file may be readable again).
+func (a *Agent) requeueAfter(plan desiredstate.Plan, results map[string]accountResult, now time.Time) time.Duration {
 	after := a.cfg.Resync
 	if !plan.NextChange.IsZero() {
 		if d := plan.NextChange.Sub(now); d < after {
@@ -261,6 +448,11 @@ func (a *Agent) requeueAfter(plan desiredstate.Plan, now time.Time) time.Duratio
 			after = d
 		}
 	}
+	for _, res := range results {
+		if res.err != nil && reasonOf(res.err) == nav1.ChangedDuringEditReason && after > time.Second {
+			after = time.Second
+		}
+	}
 	if after <= 0 {
 		after = time.Millisecond
 	}
@@ -269,9 +461,8 @@ func (a *Agent) requeueAfter(plan desiredstate.Plan, now time.Time) time.Duratio
 
 // reasonOf returns the CamelCase reason of a writer or render error.
 func reasonOf(err error) string {
-	var werr *nodewriter.Error
-	if errors.As(err, &werr) {
-		return string(werr.Reason)
+	if r := nodewriter.ReasonOf(err); r != "" {
+		return r
 	}
-	return "InvalidKeys"
+	return nav1.InvalidGrantReason
 }

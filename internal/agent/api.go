@@ -85,7 +85,22 @@ func (c *apiClient) applyReport(ctx context.Context, obj map[string]any, status 
 	if status {
 		req = req.SubResource("status")
 	}
-	return req.Param("fieldManager", FieldOwner).Param("force", "true").Body(body).Do(ctx).Error()
+	// Fields a CRD older than this agent does not know are dropped, not
+	// refused: during a rollout every field an older reader needs is one it knows.
+	return req.Param("fieldManager", FieldOwner).Param("force", "true").Param("fieldValidation", "Ignore").Body(body).Do(ctx).Error()
+}
+
+// getReport reads the node's report, or returns nil when there is none.
+func (c *apiClient) getReport(ctx context.Context) (*nav1.NodeAccessReport, error) {
+	r := &nav1.NodeAccessReport{}
+	err := c.nav.Get().Resource("nodeaccessreports").Name(c.node).Do(ctx).Into(r)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 // direct returns a source that reads the API server at every call.

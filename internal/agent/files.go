@@ -32,16 +32,17 @@ func newFileWatcher(hostRoot string) (*fileWatcher, error) {
 	return f, nil
 }
 
-// watch watches the directory of a managed file and its parent. path is the
-// file's path on the host. Watching is idempotent; a watch that cannot be
-// added is not an error, since the periodic resync repairs drift anyway.
-func (f *fileWatcher) watch(path string) {
+// watch watches the given host directories (a managed file's home and
+// .ssh, as the writer resolved them). Watching is idempotent; a watch that
+// cannot be added is not an error, since the periodic resync repairs drift
+// anyway.
+func (f *fileWatcher) watch(dirs []string) {
 	if f.w == nil {
 		return
 	}
-	sshDir := filepath.Join(f.hostRoot, filepath.Dir(path))
-	_ = f.w.Add(filepath.Dir(sshDir))
-	_ = f.w.Add(sshDir)
+	for _, d := range dirs {
+		_ = f.w.Add(filepath.Join(f.hostRoot, d))
+	}
 }
 
 // close releases the inotify instance of an agent that never runs it.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"time"
 
@@ -14,79 +15,136 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
+	"github.com/nodeaccess/nodeaccess-operator/internal/authorizedkeys"
 	"github.com/nodeaccess/nodeaccess-operator/internal/desiredstate"
+	"github.com/nodeaccess/nodeaccess-operator/internal/nodewriter"
 )
 
-// Reasons the agent reports for grants.
-const (
-	// ReasonInvalidGrant: the rendered grant cannot be applied (bad selector or options).
-	ReasonInvalidGrant = "InvalidGrant"
-	// ReasonRevocationFailed: the grant's keys could not be removed from an account.
-	ReasonRevocationFailed = "RevocationFailed"
-)
+// found is what one pass found of one grant across the node's accounts.
+type found struct {
+	// keys counts its key lines in files that were read.
+	keys int
+	// holding are the accounts whose files hold its keys.
+	holding []string
+	// unknown are the accounts whose files could not be read and may hold them.
+	unknown []string
+}
 
-// buildReport is a pure function of the plan and the per-account results: the
-// report content, without times.
-func buildReport(plan desiredstate.Plan, results map[string]accountResult) nav1.NodeAccessReportStatus {
+func (f *found) accounts() []string {
+	out := append(append([]string(nil), f.holding...), f.unknown...)
+	sort.Strings(out)
+	out = slices.Compact(out)
+	if len(out) > nav1.MaxUsers {
+		out = out[:nav1.MaxUsers]
+	}
+	return out
+}
+
+// buildReport is a pure function of the plan, what the pass proved of each
+// account and the grants an earlier process left unattributed: the report
+// content, without times. A grant is applied only when the pass proved it;
+// keys are counted from the files, not from the plan; a grant that may
+// have keys in a file that cannot be read is listed as not applied (which
+// every manager version counts as still held).
+func buildReport(plan desiredstate.Plan, results map[string]accountResult, unattributed []authorizedkeys.Owner) nav1.NodeAccessReportStatus {
 	var st nav1.NodeAccessReportStatus
 
-	// Which accounts still hold each grant after this pass.
-	holders := map[string][]string{}
+	byUID := map[string]*found{}
 	names := map[string]string{}
-	for acct, res := range results {
-		for _, o := range res.owners {
-			holders[o.UID] = append(holders[o.UID], acct)
-			names[o.UID] = o.Name
+	get := func(o authorizedkeys.Owner) *found {
+		f, ok := byUID[o.UID]
+		if !ok {
+			f = &found{}
+			byUID[o.UID], names[o.UID] = f, o.Name
 		}
-		if res.err != nil {
-			st.AccountErrors = append(st.AccountErrors, nav1.AccountError{
-				User: acct, Reason: reasonOf(res.err), Message: truncate(res.err.Error(), 1024),
-			})
+		return f
+	}
+	for acct, res := range results {
+		for o, n := range res.held {
+			f := get(o)
+			switch {
+			case res.state == nodewriter.Unknown:
+				f.unknown = append(f.unknown, acct)
+			case n > 0:
+				f.keys += n
+				f.holding = append(f.holding, acct)
+			}
+		}
+		for _, err := range []error{res.err, res.refused} {
+			if err != nil {
+				st.AccountErrors = append(st.AccountErrors, nav1.AccountError{
+					User: acct, Reason: reasonOf(err), Message: truncate(err.Error(), 1024),
+					KeysUnknown: err == res.err && res.state == nodewriter.Unknown,
+				})
+			}
+		}
+	}
+	// A grant the plan names in an unreadable account may have keys there.
+	for _, g := range plan.Grants {
+		for _, acct := range g.Accounts {
+			if res, ok := results[acct]; ok && res.state == nodewriter.Unknown {
+				if f := get(authorizedkeys.Owner{Name: g.Name, UID: g.UID}); !slices.Contains(f.unknown, acct) {
+					f.unknown = append(f.unknown, acct)
+				}
+			}
 		}
 	}
 
-	seen := map[string]bool{}
+	listed := map[string]bool{}
 	for _, g := range plan.Grants {
-		seen[g.UID] = true
-		gr := nav1.GrantReport{Name: g.Name, UID: g.UID, Generation: g.Generation, Hash: g.Hash}
+		listed[g.UID] = true
+		f := byUID[g.UID]
+		if f == nil {
+			f = &found{}
+		}
+		gr := nav1.GrantReport{Name: g.Name, UID: g.UID, Generation: g.Generation, Hash: g.Hash, Keys: int32(f.keys), Accounts: f.accounts()}
 		switch {
 		case g.Err != nil:
-			gr.Reason, gr.Message = ReasonInvalidGrant, truncate(g.Err.Error(), 1024)
+			gr.Reason, gr.Message = nav1.InvalidGrantReason, truncate(g.Err.Error(), 1024)
 		case g.Active:
-			gr.Applied, gr.Keys = true, int32(g.Keys)
-			for _, acct := range g.Accounts {
-				if err := results[acct].err; err != nil {
-					gr.Applied, gr.Reason = false, reasonOf(err)
-					gr.Message = truncate(fmt.Sprintf("user %s: %v", acct, err), 1024)
-					break
-				}
-			}
-		case len(holders[g.UID]) > 0:
-			gr.Reason = ReasonRevocationFailed
-			gr.Message = truncate(fmt.Sprintf("keys still held by %v", holders[g.UID]), 1024)
-		case g.Selected:
-			// Selected but suspended or expired, and no key left: in sync.
-			gr.Applied = true
+			gr.Reason, gr.Message = activeFailure(g, plan, results, f)
+			gr.Applied = gr.Reason == ""
 		default:
-			continue
+			// Suspended, expired or not selecting the node: its keys must be gone.
+			held := gone(&gr, f)
+			if !held && !g.Selected {
+				continue // nothing of it here, and nothing to confirm
+			}
+			gr.Applied = !held
 		}
 		st.Grants = append(st.Grants, gr)
 	}
-	// Grants no longer rendered whose keys could not be removed.
-	for uid, accts := range holders {
-		if seen[uid] {
+	// Grants no longer rendered, or not selecting the node, that are (or may be) still here.
+	for uid, f := range byUID {
+		if listed[uid] {
 			continue
 		}
-		sort.Strings(accts)
-		st.Grants = append(st.Grants, nav1.GrantReport{
-			Name: names[uid], UID: uid, Reason: ReasonRevocationFailed,
-			Message: truncate(fmt.Sprintf("keys still held by %v", accts), 1024),
-		})
+		listed[uid] = true
+		gr := nav1.GrantReport{Name: names[uid], UID: uid, Keys: int32(f.keys), Accounts: f.accounts()}
+		if gone(&gr, f) {
+			st.Grants = append(st.Grants, gr)
+		}
 	}
+	for _, o := range unattributed {
+		if !listed[o.UID] {
+			st.Grants = append(st.Grants, nav1.GrantReport{Name: o.Name, UID: o.UID, Reason: nav1.PossiblyHeldReason,
+				Message: "an earlier agent reported keys of this grant on the node, and not every account could be read since"})
+		}
+	}
+
+	// Grants not applied come first, so a long list never hides one.
 	sort.Slice(st.Grants, func(i, j int) bool {
-		return st.Grants[i].Name+"/"+st.Grants[i].UID < st.Grants[j].Name+"/"+st.Grants[j].UID
+		a, b := st.Grants[i], st.Grants[j]
+		if a.Applied != b.Applied {
+			return !a.Applied
+		}
+		return a.Name+"/"+a.UID < b.Name+"/"+b.UID
 	})
-	sort.Slice(st.AccountErrors, func(i, j int) bool { return st.AccountErrors[i].User < st.AccountErrors[j].User })
+	sort.Slice(st.AccountErrors, func(i, j int) bool {
+		a, b := st.AccountErrors[i], st.AccountErrors[j]
+		return a.User < b.User || a.User == b.User && a.Reason < b.Reason
+	})
+	st.AccountErrors = slices.CompactFunc(st.AccountErrors, func(a, b nav1.AccountError) bool { return a.User == b.User })
 	if len(st.Grants) > nav1.MaxReportedGrants {
 		st.Grants = st.Grants[:nav1.MaxReportedGrants]
 	}
@@ -97,7 +155,8 @@ func buildReport(plan desiredstate.Plan, results map[string]accountResult) nav1.
 		st.Keys += g.Keys
 	}
 
-	ready := metav1.Condition{Type: nav1.ReadyCondition, Status: metav1.ConditionTrue, Reason: nav1.AllGrantsAppliedReason, Message: "every grant selecting this node is applied"}
+	ready := metav1.Condition{Type: nav1.ReadyCondition, Status: metav1.ConditionTrue, Reason: nav1.AllGrantsAppliedReason,
+		Message: "every grant selecting this node is applied, and every revoked one is gone"}
 	failed := 0
 	for _, g := range st.Grants {
 		if !g.Applied {
@@ -106,10 +165,62 @@ func buildReport(plan desiredstate.Plan, results map[string]accountResult) nav1.
 	}
 	if failed > 0 || len(st.AccountErrors) > 0 {
 		ready.Status, ready.Reason = metav1.ConditionFalse, nav1.AccountsFailingReason
-		ready.Message = fmt.Sprintf("%d grants not applied, %d accounts failing", failed, len(st.AccountErrors))
+		ready.Message = fmt.Sprintf("%d grants not applied or not proven gone, %d accounts failing", failed, len(st.AccountErrors))
 	}
 	st.Conditions = []metav1.Condition{ready}
 	return st
+}
+
+// gone sets the reason of a grant whose keys must not be on the node: still
+// held, or possibly held; it reports whether one was set.
+func gone(gr *nav1.GrantReport, f *found) bool {
+	switch {
+	case f.keys > 0:
+		gr.Reason = nav1.RevocationFailedReason
+		gr.Message = truncate(fmt.Sprintf("keys still held by %v", f.holding), 1024)
+	case len(f.unknown) > 0:
+		gr.Reason = nav1.PossiblyHeldReason
+		gr.Message = truncate(fmt.Sprintf("the files of %v cannot be read, so its keys may still be there", f.unknown), 1024)
+	default:
+		return false
+	}
+	return true
+}
+
+// activeFailure says why an active grant is not exactly in place, or ""
+// when every account it names holds exactly its keys and no other account
+// holds any.
+func activeFailure(g desiredstate.Grant, plan desiredstate.Plan, results map[string]accountResult, f *found) (string, string) {
+	owner := authorizedkeys.Owner{Name: g.Name, UID: g.UID}
+	for _, acct := range g.Accounts {
+		res := results[acct]
+		var mine []authorizedkeys.Section
+		for _, s := range plan.Accounts[acct] {
+			if s.UID == g.UID {
+				mine = append(mine, s)
+			}
+		}
+		want := authorizedkeys.Count(mine)[owner]
+		switch {
+		case res.err != nil:
+			return reasonOf(res.err), truncate(fmt.Sprintf("user %s: %v", acct, res.err), 1024)
+		case res.held[owner] != want && res.refused != nil:
+			return reasonOf(res.refused), truncate(fmt.Sprintf("user %s: %v", acct, res.refused), 1024)
+		case res.held[owner] != want:
+			return nav1.ChangedDuringEditReason, fmt.Sprintf("user %s holds %d of the grant's %d keys", acct, res.held[owner], want)
+		}
+	}
+	for _, acct := range f.holding {
+		if !slices.Contains(g.Accounts, acct) {
+			return nav1.RevocationFailedReason, truncate(fmt.Sprintf("keys still held by %s, which the grant no longer names", acct), 1024)
+		}
+	}
+	for _, acct := range f.unknown {
+		if !slices.Contains(g.Accounts, acct) {
+			return nav1.PossiblyHeldReason, truncate(fmt.Sprintf("the file of %s cannot be read, so keys the grant no longer gives it may still be there", acct), 1024)
+		}
+	}
+	return "", ""
 }
 
 // writeReport writes the node's report when its content changed or the

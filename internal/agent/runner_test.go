@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,20 +20,32 @@ import (
 // address until the test ends.
 func runAgent(t *testing.T, node, hostRoot string, reportDelay time.Duration, probeAddr string) {
 	t.Helper()
-	r, err := agent.NewRunner(env.Config, agent.Config{
+	runAgentWith(t, agent.Config{
 		NodeName: node, Namespace: namespace, HostRoot: hostRoot,
 		Resync: time.Minute, Heartbeat: 10 * time.Minute, ReportDelay: reportDelay,
-	}, agent.ServeOptions{ProbeAddr: probeAddr})
+	}, probeAddr)
+}
+
+// runAgentWith runs a Runner with cfg until the test ends, and returns a
+// function that stops it earlier.
+func runAgentWith(t *testing.T, cfg agent.Config, probeAddr string) (stop func()) {
+	t.Helper()
+	r, err := agent.NewRunner(env.Config, cfg, agent.ServeOptions{ProbeAddr: probeAddr})
 	must(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("agent stopped with %v", err)
-		}
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("agent stopped with %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 // The files come first: a changed report is written no sooner than its

@@ -178,7 +178,18 @@ type Parsed struct {
 	// insertAt is where in outside the block stands, or -1 when there is none.
 	insertAt int
 	owners   []Owner
-	damaged  bool
+	// keys are the operator's key lines found, wherever Render would drop them.
+	keys    []heldKey
+	damaged bool
+}
+
+// heldKey is one operator key line found in a file: the key, the grant
+// whose sub-section holds it (zero when none), and the grant names of its
+// attribution field.
+type heldKey struct {
+	key     Key
+	section Owner
+	names   []string
 }
 
 // Parse splits content into the user's lines and the managed block(s).
@@ -186,7 +197,7 @@ func Parse(content []byte) *Parsed {
 	lines := splitLines(content)
 	p := &Parsed{insertAt: -1}
 	seen := map[Owner]bool{}
-	noteHeader := func(l line) {
+	noteHeader := func(l line) Owner {
 		f := strings.Fields(l.bare())
 		if len(f) == 4 && strings.HasPrefix(f[3], "uid=") {
 			o := Owner{Name: f[2], UID: strings.TrimPrefix(f[3], "uid=")}
@@ -194,6 +205,13 @@ func Parse(content []byte) *Parsed {
 				seen[o] = true
 				p.owners = append(p.owners, o)
 			}
+			return o
+		}
+		return Owner{}
+	}
+	noteKey := func(l line, section Owner) {
+		if k, names, ok := parseKeyLine(l.bare()); ok {
+			p.keys = append(p.keys, heldKey{key: k, section: section, names: names})
 		}
 	}
 	blocks := 0
@@ -216,10 +234,13 @@ func Parse(content []byte) *Parsed {
 					break
 				}
 			}
+			var section Owner
 			for _, in := range lines[i+1 : end] {
 				switch {
 				case isHeader(in):
-					noteHeader(in)
+					section = noteHeader(in)
+				case isOurs(in):
+					noteKey(in, section)
 				case !closed && !isOurs(in):
 					p.outside = append(p.outside, in) // not recognisably ours: kept
 				case closed && !isOurs(in):
@@ -255,6 +276,125 @@ func Parse(content []byte) *Parsed {
 // Owners lists the grants whose sub-section headers stand in the managed
 // block(s), sorted by name then UID.
 func (p *Parsed) Owners() []Owner { return append([]Owner(nil), p.owners...) }
+
+// Holdings counts, for each grant the managed block(s) hold, its key lines:
+// those in its sub-section and those elsewhere whose attribution names it.
+// A name attributed with no sub-section header of its own (files written
+// before every grant got a header) is counted under an Owner with no UID.
+// Two grants of the same name each count a line attributed to that name:
+// the count errs towards "held", never towards "gone".
+func (p *Parsed) Holdings() map[Owner]int {
+	held := map[Owner]int{}
+	byName := map[string][]Owner{}
+	for _, o := range p.owners {
+		held[o] = 0
+		byName[o.Name] = append(byName[o.Name], o)
+	}
+	for _, k := range p.keys {
+		counted := map[Owner]bool{}
+		if k.section != (Owner{}) {
+			counted[k.section] = true
+		}
+		for _, n := range k.names {
+			owners := byName[n]
+			if len(owners) == 0 {
+				owners = []Owner{{Name: n}}
+			}
+			for _, o := range owners {
+				counted[o] = true
+			}
+		}
+		for o := range counted {
+			held[o]++
+		}
+	}
+	return held
+}
+
+// Count is Holdings for a file rendered from sections: each grant's
+// distinct key lines (a line shared by grants counts for each of them).
+func Count(sections []Section) map[Owner]int {
+	held := map[Owner]int{}
+	for _, s := range sections {
+		seen := map[[3]string]bool{}
+		for _, k := range s.Keys {
+			seen[[3]string{k.Options, k.Type, k.Base64}] = true
+		}
+		if len(seen) > 0 {
+			held[Owner{Name: s.Owner, UID: s.UID}] += len(seen)
+		}
+	}
+	return held
+}
+
+// KeepPresent returns sections with only the keys the file already holds
+// for each grant (same options, type and key, attributed to the grant's
+// name): rendering them removes lines and never adds one, so the file
+// cannot grow. It is the edit that revokes when the full one would not fit.
+func (p *Parsed) KeepPresent(sections []Section) []Section {
+	present := map[string]map[[3]string]bool{}
+	for _, k := range p.keys {
+		id := [3]string{k.key.Options, k.key.Type, k.key.Base64}
+		names := append([]string{k.section.Name}, k.names...)
+		for _, n := range names {
+			if present[n] == nil {
+				present[n] = map[[3]string]bool{}
+			}
+			present[n][id] = true
+		}
+	}
+	out := make([]Section, 0, len(sections))
+	for _, s := range sections {
+		kept := Section{Owner: s.Owner, UID: s.UID}
+		for _, k := range s.Keys {
+			if present[s.Owner][[3]string{k.Options, k.Type, k.Base64}] {
+				kept.Keys = append(kept.Keys, k)
+			}
+		}
+		out = append(out, kept)
+	}
+	return out
+}
+
+// isKeyType tells a key type from an option: every type the operator
+// writes starts with ssh-, ecdsa- or sk-, and no sshd option does.
+func isKeyType(s string) bool {
+	return validType(s) && (strings.HasPrefix(s, "ssh-") || strings.HasPrefix(s, "ecdsa-") || strings.HasPrefix(s, "sk-"))
+}
+
+// parseKeyLine reads an operator key line: an options prefix (up to the
+// first space outside double quotes, when the line does not start with a
+// key type), the type, the key, an optional comment and the attribution
+// field "nodeaccess=<name>,<name>...".
+func parseKeyLine(text string) (Key, []string, bool) {
+	var k Key
+	rest := strings.TrimLeft(text, " \t")
+	first, _, _ := strings.Cut(rest, " ")
+	if !isKeyType(first) {
+		quoted := false
+		end := -1
+		for i := 0; i < len(rest) && end < 0; i++ {
+			switch c := rest[i]; {
+			case c == '"':
+				quoted = !quoted
+			case (c == ' ' || c == '\t') && !quoted:
+				end = i
+			}
+		}
+		if end < 0 {
+			return Key{}, nil, false
+		}
+		k.Options, rest = rest[:end], rest[end+1:]
+	}
+	f := strings.Fields(rest)
+	if len(f) < 3 || !isKeyType(f[0]) || !validBase64(f[1]) || !strings.HasPrefix(f[len(f)-1], AttributionPrefix) {
+		return Key{}, nil, false
+	}
+	k.Type, k.Base64 = f[0], f[1]
+	k.Comment = strings.Join(f[2:len(f)-1], " ")
+	names := strings.Split(strings.TrimPrefix(f[len(f)-1], AttributionPrefix), ",")
+	return k, names, true
+}
 
 // Damaged tells whether the block was not as Render writes it: a marker
 // without its pair, several blocks, or lines inside that are not the operator's.
@@ -331,7 +471,9 @@ func renderBlock(sections []Section) ([]byte, error) {
 			byID[id] = e
 			cur.entries = append(cur.entries, e)
 		}
-		if len(cur.entries) > 0 {
+		// A grant whose every key is shared still gets its header, so the
+		// file says which grants it holds.
+		if len(s.Keys) > 0 {
 			subs = append(subs, cur)
 		}
 	}

@@ -44,9 +44,9 @@ func TestRender(t *testing.T) {
 			[]Section{sec("team-b", "uid-b", key(blobA, "alice"), key(blobB, "bob")), sec("team-a", "uid-a", key(blobA, "alice"))},
 			block("# nodeaccess team-a uid=uid-a", "ssh-ed25519 "+blobA+" alice nodeaccess=team-a,team-b",
 				"# nodeaccess team-b uid=uid-b", "ssh-ed25519 "+blobB+" bob nodeaccess=team-b")},
-		{"shared key only: the second grant gets no header", "",
+		{"shared key only: the second grant still gets its header", "",
 			[]Section{sec("team-a", "uid-a", key(blobA, "alice")), sec("team-b", "uid-b", key(blobA, "alice"))},
-			block("# nodeaccess team-a uid=uid-a", "ssh-ed25519 "+blobA+" alice nodeaccess=team-a,team-b")},
+			block("# nodeaccess team-a uid=uid-a", "ssh-ed25519 "+blobA+" alice nodeaccess=team-a,team-b", "# nodeaccess team-b uid=uid-b")},
 		{"same key, other options: two lines", "",
 			[]Section{sec("team-a", "uid-a", key(blobA, "a"), Key{Options: `from="10.0.0.0/8",no-pty`, Type: "ssh-ed25519", Base64: blobA, Comment: "a"})},
 			block("# nodeaccess team-a uid=uid-a", "ssh-ed25519 "+blobA+" a nodeaccess=team-a",
@@ -228,5 +228,81 @@ func BenchmarkRenderLargeFile(b *testing.B) {
 		if _, err := Render(current, sections); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// Holdings counts what the file holds per grant, including shared lines,
+// lines of damaged blocks and names left without a header by older files.
+func TestHoldings(t *testing.T) {
+	opts := Key{Options: `from="10.0.0.0/8",command="echo ssh-ed25519 x",no-pty`, Type: "ssh-ed25519", Base64: blobB, Comment: "with options"}
+	written, err := Render([]byte(user1+"\n"), []Section{
+		sec("team-a", "uid-a", key(blobA, "alice"), opts),
+		sec("team-b", "uid-b", key(blobA, "alice")),
+		sec("team-c", "uid-c"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := Parse(written).Holdings()
+	want := map[Owner]int{{"team-a", "uid-a"}: 2, {"team-b", "uid-b"}: 1}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("holdings %v, want %v", got, want)
+	}
+
+	// A file written before every grant had a header: team-b only in the attribution.
+	old := block("# nodeaccess team-a uid=uid-a", "ssh-ed25519 "+blobA+" alice nodeaccess=team-a,team-b") + user1 + "\n"
+	if got := Parse([]byte(old)).Holdings(); got[Owner{Name: "team-b"}] != 1 || got[Owner{"team-a", "uid-a"}] != 1 {
+		t.Errorf("old-format holdings %v", got)
+	}
+	// BEGIN without END: the recognisable key lines are still held (Render drops them).
+	open := BeginMarker + "\n# nodeaccess team-a uid=uid-a\nno-pty ssh-ed25519 " + blobA + " a nodeaccess=team-a\n" + user1 + "\n"
+	if got := Parse([]byte(open)).Holdings(); got[Owner{"team-a", "uid-a"}] != 1 {
+		t.Errorf("unclosed block holdings %v", got)
+	}
+	// A copy of an operator line outside the block is the user's: not held.
+	if got := Parse([]byte("ssh-ed25519 " + blobB + " copied nodeaccess=old\n")).Holdings(); len(got) != 0 {
+		t.Errorf("a user's line outside the block counted as held: %v", got)
+	}
+}
+
+// KeepPresent keeps only keys already in the file, so rendering it can only
+// remove lines.
+func TestKeepPresentOnlyRemoves(t *testing.T) {
+	current, err := Render(nil, []Section{sec("team-a", "uid-a", key(blobA, "alice")), sec("team-b", "uid-b", key(blobB, "bob"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	desired := []Section{
+		sec("team-a", "uid-a", key(blobA, "alice"), key(blobB, "new for a")),               // one present, one new
+		sec("team-c", "uid-c", key(blobA, "alice")),                                        // new grant
+		sec("team-b", "uid-b", Key{Options: "no-pty", Type: "ssh-ed25519", Base64: blobB}), // options changed
+	}
+	kept := Parse(current).KeepPresent(desired)
+	out, err := Render(current, kept)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := block("# nodeaccess team-a uid=uid-a", "ssh-ed25519 "+blobA+" alice nodeaccess=team-a")
+	if string(out) != want {
+		t.Fatalf("got\n%s\nwant\n%s", out, want)
+	}
+	if len(out) > len(current) {
+		t.Fatal("KeepPresent grew the file")
+	}
+}
+
+// Count agrees with what Parse finds in the rendered file.
+func TestCountAgreesWithHoldings(t *testing.T) {
+	sections := []Section{
+		sec("team-a", "uid-a", key(blobA, "alice"), key(blobA, "twice"), key(blobB, "bob")),
+		sec("team-b", "uid-b", key(blobA, "alice")),
+		sec("team-c", "uid-c"),
+	}
+	out, err := Render([]byte(user1+"\n"), sections)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := fmt.Sprint(Count(sections)), fmt.Sprint(Parse(out).Holdings()); got != want {
+		t.Fatalf("Count %s, Holdings of the rendered file %s", got, want)
 	}
 }

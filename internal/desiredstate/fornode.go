@@ -14,7 +14,9 @@ import (
 
 // Plan is what one node must hold at one instant.
 type Plan struct {
-	// Accounts maps each account that must hold keys to its sections.
+	// Accounts maps each account a selected grant names to the sections it
+	// must hold (none, when only suspended, expired or invalid grants name
+	// it: their keys must be gone).
 	Accounts map[string][]authorizedkeys.Section
 	// Grants describes every rendered grant as seen from this node, sorted by name.
 	Grants []Grant
@@ -33,7 +35,9 @@ type Grant struct {
 	Selected bool
 	// Active is true when the grant is selected, not suspended and not expired.
 	Active bool
-	// Accounts lists the accounts the grant writes keys for on this node.
+	// Accounts lists the accounts the grant names on this node when it
+	// selects it, whatever its state: where its keys are written, or must be
+	// proven gone.
 	Accounts []string
 	// Keys counts the grant's unexpired keys on this node.
 	Keys int
@@ -52,10 +56,16 @@ func ForNode(nodeLabels map[string]string, rendered []nav1.RenderedNodeAccess, n
 		sections, err := grantSections(r, set, now, &g, &plan)
 		if err != nil {
 			g.Err = err
-		} else {
-			for account, s := range sections {
-				plan.Accounts[account] = append(plan.Accounts[account], s)
-				g.Accounts = append(g.Accounts, account)
+		}
+		for account, s := range sections {
+			plan.Accounts[account] = append(plan.Accounts[account], s)
+		}
+		if g.Selected {
+			for _, u := range r.Spec.Users {
+				if _, ok := plan.Accounts[u.Name]; !ok {
+					plan.Accounts[u.Name] = nil
+				}
+				g.Accounts = append(g.Accounts, u.Name)
 			}
 			sort.Strings(g.Accounts)
 		}

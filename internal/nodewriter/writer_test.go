@@ -15,6 +15,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
 )
 
 const (
@@ -73,7 +77,7 @@ func owner(t *testing.T, p string) (int, int, os.FileMode) {
 
 func TestCreatesSSHAndFileOwnedByTheUser(t *testing.T) {
 	root := hostRoot(t, "/home/alice")
-	w, err := New(root)
+	w, err := New(root, Options{})
 	must(t, err)
 	res, err := w.Update("alice", appendLine("managed\n"))
 	must(t, err)
@@ -109,7 +113,7 @@ func TestCreatesSSHAndFileOwnedByTheUser(t *testing.T) {
 
 func TestNothingCreatedWhenNothingToWrite(t *testing.T) {
 	root := hostRoot(t, "/home/alice")
-	w, _ := New(root)
+	w, _ := New(root, Options{})
 	res, err := w.Update("alice", func(cur []byte) ([]byte, error) { return nil, nil })
 	must(t, err)
 	if res.Changed {
@@ -123,7 +127,7 @@ func TestNothingCreatedWhenNothingToWrite(t *testing.T) {
 func TestEditSeesTheExactBytesAndTheirOwnerIsKept(t *testing.T) {
 	root := hostRoot(t, "/home/alice")
 	writeUserFile(t, root, userKeys+"no final newline")
-	w, _ := New(root)
+	w, _ := New(root, Options{})
 	var seen []byte
 	_, err := w.Update("alice", func(cur []byte) ([]byte, error) {
 		seen = append([]byte{}, cur...)
@@ -141,7 +145,7 @@ func TestEditSeesTheExactBytesAndTheirOwnerIsKept(t *testing.T) {
 func TestEditErrorWritesNothing(t *testing.T) {
 	root := hostRoot(t, "/home/alice")
 	writeUserFile(t, root, userKeys)
-	w, _ := New(root)
+	w, _ := New(root, Options{})
 	_, err := w.Update("alice", func([]byte) ([]byte, error) { return nil, errors.New("bad keys") })
 	if err == nil || err.Error() != "bad keys" {
 		t.Fatalf("want the edit's error, got %v", err)
@@ -158,76 +162,86 @@ type refusal struct {
 	home   string
 	user   string
 	setup  func(t *testing.T, root string)
-	reason Reason
+	reason string
+}
+
+// wantState is what a refusal proves: nothing, except when no file can be
+// in use for the account.
+func (r refusal) wantState() State {
+	switch r.reason {
+	case nav1.UserNotFoundReason, nav1.InvalidUserNameReason, nav1.HomeUnsafeReason, nav1.HomeNotFoundReason, nav1.HomeNotMountedReason:
+		return NoFile
+	}
+	return Unknown
 }
 
 func TestRefusals(t *testing.T) {
 	cases := []refusal{
-		{name: "user missing", user: "carol", reason: ReasonUserNotFound},
-		{name: "name with a path", user: "../x", reason: ReasonInvalidUserName},
-		{name: "name root-relative", user: "/etc", reason: ReasonInvalidUserName},
-		{name: "home is /", home: "/", reason: ReasonHomeUnsafe},
-		{name: "home in /etc", home: "/etc", reason: ReasonHomeUnsafe},
-		{name: "home not clean", home: "/home/alice/../../etc", reason: ReasonHomeUnsafe},
-		{name: "home missing", home: "/home/nobody-here", reason: ReasonHomeNotFound},
-		{name: "home a symlink out of the host root", home: "/home/escape", reason: ReasonUnsafePath, setup: func(t *testing.T, root string) {
+		{name: "user missing", user: "carol", reason: nav1.UserNotFoundReason},
+		{name: "name with a path", user: "../x", reason: nav1.InvalidUserNameReason},
+		{name: "name root-relative", user: "/etc", reason: nav1.InvalidUserNameReason},
+		{name: "home is /", home: "/", reason: nav1.HomeUnsafeReason},
+		{name: "home in /etc", home: "/etc", reason: nav1.HomeUnsafeReason},
+		{name: "home not clean", home: "/home/alice/../../etc", reason: nav1.HomeUnsafeReason},
+		{name: "home missing", home: "/home/nobody-here", reason: nav1.HomeNotFoundReason},
+		{name: "home a root-made symlink to /etc", home: "/home/escape", reason: nav1.HomeUnsafeReason, setup: func(t *testing.T, root string) {
 			must(t, os.Symlink("/etc", filepath.Join(root, "home", "escape")))
 		}},
 		{name: "home writable by others", setup: func(t *testing.T, root string) {
 			must(t, os.Chmod(filepath.Join(root, "home", "alice"), 0o777))
-		}, reason: ReasonUnsafePermissions},
+		}, reason: nav1.UnsafePermissionsReason},
 		{name: "home owned by another user", setup: func(t *testing.T, root string) {
 			must(t, os.Chown(filepath.Join(root, "home", "alice"), otherUID, otherUID))
-		}, reason: ReasonUnsafeOwner},
+		}, reason: nav1.UnsafeOwnerReason},
 		{name: ".ssh a symlink outside the home", setup: func(t *testing.T, root string) {
 			must(t, os.Symlink(filepath.Join(root, "etc"), sshDir(root)))
-		}, reason: ReasonUnsafePath},
+		}, reason: nav1.UnsafePathReason},
 		{name: ".ssh a symlink inside the home", setup: func(t *testing.T, root string) {
 			must(t, os.Mkdir(filepath.Join(root, "home", "alice", "real"), 0o700))
 			must(t, os.Symlink("real", sshDir(root)))
-		}, reason: ReasonUnsafePath},
+		}, reason: nav1.UnsafePathReason},
 		{name: ".ssh owned by another user", setup: func(t *testing.T, root string) {
 			writeUserFile(t, root, userKeys)
 			must(t, os.Chown(sshDir(root), otherUID, otherUID))
-		}, reason: ReasonUnsafeOwner},
+		}, reason: nav1.UnsafeOwnerReason},
 		{name: ".ssh writable by group", setup: func(t *testing.T, root string) {
 			writeUserFile(t, root, userKeys)
 			must(t, os.Chmod(sshDir(root), 0o770))
-		}, reason: ReasonUnsafePermissions},
+		}, reason: nav1.UnsafePermissionsReason},
 		{name: ".ssh a file", setup: func(t *testing.T, root string) {
 			must(t, os.WriteFile(sshDir(root), []byte("x"), 0o600))
-		}, reason: ReasonNotRegularFile},
+		}, reason: nav1.NotRegularFileReason},
 		{name: "file a symlink to a secret", setup: func(t *testing.T, root string) {
 			writeUserFile(t, root, userKeys)
 			must(t, os.Remove(keysFile(root)))
 			must(t, os.Symlink(filepath.Join(root, "etc", "shadow"), keysFile(root)))
-		}, reason: ReasonUnsafePath},
+		}, reason: nav1.UnsafePathReason},
 		{name: "file a hard link to a secret", setup: func(t *testing.T, root string) {
 			writeUserFile(t, root, userKeys)
 			must(t, os.Remove(keysFile(root)))
 			must(t, os.Link(filepath.Join(root, "etc", "shadow"), keysFile(root)))
-		}, reason: ReasonUnsafePath},
+		}, reason: nav1.UnsafePathReason},
 		{name: "file a FIFO", setup: func(t *testing.T, root string) {
 			writeUserFile(t, root, userKeys)
 			must(t, os.Remove(keysFile(root)))
 			must(t, syscall.Mkfifo(keysFile(root), 0o600))
-		}, reason: ReasonNotRegularFile},
+		}, reason: nav1.NotRegularFileReason},
 		{name: "file a directory", setup: func(t *testing.T, root string) {
 			writeUserFile(t, root, userKeys)
 			must(t, os.Remove(keysFile(root)))
 			must(t, os.Mkdir(keysFile(root), 0o700))
-		}, reason: ReasonNotRegularFile},
+		}, reason: nav1.NotRegularFileReason},
 		{name: "file owned by another user", setup: func(t *testing.T, root string) {
 			writeUserFile(t, root, userKeys)
 			must(t, os.Chown(keysFile(root), otherUID, otherUID))
-		}, reason: ReasonUnsafeOwner},
+		}, reason: nav1.UnsafeOwnerReason},
 		{name: "file writable by others", setup: func(t *testing.T, root string) {
 			writeUserFile(t, root, userKeys)
 			must(t, os.Chmod(keysFile(root), 0o666))
-		}, reason: ReasonUnsafePermissions},
+		}, reason: nav1.UnsafePermissionsReason},
 		{name: "file too large", setup: func(t *testing.T, root string) {
 			writeUserFile(t, root, strings.Repeat("#", MaxFileBytes+1))
-		}, reason: ReasonFileTooLarge},
+		}, reason: nav1.FileTooLargeReason},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -240,14 +254,16 @@ func TestRefusals(t *testing.T) {
 				tc.setup(t, root)
 			}
 			before := snapshot(t, root)
-			w, _ := New(root)
+			w, _ := New(root, Options{})
 			user := tc.user
 			if user == "" {
 				user = "alice"
 			}
 			done := make(chan error, 1)
+			var res Result
 			go func() {
-				_, err := w.Update(user, appendLine("managed\n"))
+				var err error
+				res, err = w.Update(user, appendLine("managed\n"))
 				done <- err
 			}()
 			var err error
@@ -259,6 +275,9 @@ func TestRefusals(t *testing.T) {
 			var werr *Error
 			if !errors.As(err, &werr) || werr.Reason != tc.reason {
 				t.Fatalf("want reason %s, got %v", tc.reason, err)
+			}
+			if res.State != tc.wantState() {
+				t.Errorf("state %v, want %v: a refusal must not claim to know the file", res.State, tc.wantState())
 			}
 			if after := snapshot(t, root); after != before {
 				t.Fatalf("files changed:\nbefore %s\nafter  %s", before, after)
@@ -297,11 +316,11 @@ func TestWriteFailureLeavesTheFileAsItWas(t *testing.T) {
 	t.Cleanup(func() { _ = syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim) })
 	// Writes past 64 bytes fail with EFBIG (SIGXFSZ is ignored by the Go runtime).
 	must(t, syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: 64, Max: lim.Max}))
-	w, _ := New(root)
+	w, _ := New(root, Options{})
 	_, err := w.Update("alice", appendLine(strings.Repeat("x", 200)+"\n"))
 	_ = syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim)
 	var werr *Error
-	if !errors.As(err, &werr) || werr.Reason != ReasonWriteFailed {
+	if !errors.As(err, &werr) || werr.Reason != nav1.WriteFailedReason {
 		t.Fatalf("want WriteFailed, got %v", err)
 	}
 	if data, _ := os.ReadFile(keysFile(root)); string(data) != userKeys {
@@ -318,25 +337,21 @@ func TestSwappingSSHForASymlinkNeverWritesOutside(t *testing.T) {
 	writeUserFile(t, root, userKeys)
 	etc := filepath.Join(root, "etc")
 	etcBefore := snapshot(t, etc)
-	real, link := sshDir(root)+".real", sshDir(root)+".link"
+	link := sshDir(root) + ".link"
 	must(t, os.Symlink(etc, link))
-	w, _ := New(root)
+	w, _ := New(root, Options{})
 
+	// .ssh and the symlink to etc trade places atomically, over and over:
+	// .ssh is always either the real directory or the link.
 	var stop atomic.Bool
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		for !stop.Load() {
-			// .ssh becomes the symlink to etc, then the real directory again.
-			_ = os.Rename(sshDir(root), real)
-			_ = os.Rename(link, sshDir(root))
-			_ = os.Rename(sshDir(root), link)
-			_ = os.Rename(real, sshDir(root))
+			_ = exchange(sshDir(root), link)
 		}
-	}()
+	})
 	var ok, refused int
-	for i := 0; i < 500; i++ {
+	for i := 0; i < 2000 && (ok == 0 || refused == 0 || i < 200); i++ {
 		_, err := w.Update("alice", appendLine(fmt.Sprintf("line %d\n", i)))
 		if err == nil {
 			ok++
@@ -350,6 +365,11 @@ func TestSwappingSSHForASymlinkNeverWritesOutside(t *testing.T) {
 		t.Fatalf("a file under etc was written:\n%s\n%s", etcBefore, after)
 	}
 	t.Logf("%d updates written into the real .ssh, %d refused during swaps", ok, refused)
+	// The race must have happened for the test to prove anything: some
+	// updates met the symlink (and were refused), some the directory.
+	if refused == 0 || ok == 0 {
+		t.Fatalf("the swap never raced an update (%d written, %d refused); the test proved nothing", ok, refused)
+	}
 	if _, err := os.Stat(filepath.Join(etc, "authorized_keys")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatal("authorized_keys created under etc")
 	}
@@ -362,7 +382,7 @@ func TestLargeFileRoundTrips(t *testing.T) {
 		fmt.Fprintf(&b, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHQcKBUJvZCUI4cabRgJQrFMYA/uPYHs+vLi/MryWsmq user%d\n", b.Len())
 	}
 	writeUserFile(t, root, b.String())
-	w, _ := New(root)
+	w, _ := New(root, Options{})
 	_, err := w.Update("alice", appendLine("managed\n"))
 	must(t, err)
 	data, _ := os.ReadFile(keysFile(root))
@@ -373,7 +393,7 @@ func TestLargeFileRoundTrips(t *testing.T) {
 
 func TestNoDescriptorLeaks(t *testing.T) {
 	root := hostRoot(t, "/home/alice")
-	w, _ := New(root)
+	w, _ := New(root, Options{})
 	count := func() int {
 		entries, err := os.ReadDir("/proc/self/fd")
 		must(t, err)
@@ -392,7 +412,7 @@ func TestNoDescriptorLeaks(t *testing.T) {
 
 func TestAccountsReadsTheHostPasswdOnly(t *testing.T) {
 	root := hostRoot(t, "/home/alice", "Bad-Name:x:5:5::/home/x:/bin/sh\n", "negative:x:-1:0::/home/x:/bin/sh\n")
-	w, _ := New(root)
+	w, _ := New(root, Options{})
 	accts, err := w.Accounts()
 	must(t, err)
 	var names []string
@@ -402,6 +422,11 @@ func TestAccountsReadsTheHostPasswdOnly(t *testing.T) {
 	if got := strings.Join(names, " "); got != "root:0:/root alice:1001:/home/alice bob:1002:/home/bob" {
 		t.Fatalf("accounts %s", got)
 	}
+}
+
+// exchange swaps two paths atomically (renameat2 RENAME_EXCHANGE).
+func exchange(a, b string) error {
+	return unix.Renameat2(unix.AT_FDCWD, a, unix.AT_FDCWD, b, unix.RENAME_EXCHANGE)
 }
 
 func must(t *testing.T, err error) {
