@@ -31,6 +31,10 @@ var (
 		Name: "nodeaccess_keys_refused",
 		Help: "Keys and accounts refused per NodeAccess.",
 	}, []string{"nodeaccess"})
+	revocationsUnconfirmed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "nodeaccess_revocations_unconfirmed_total",
+		Help: "Deleted NodeAccess objects released after --revocation-timeout with nodes that had not proven their keys gone.",
+	})
 	propagationSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "nodeaccess_propagation_seconds",
 		Help:    "Time from the manager rendering a NodeAccess change to the last selected node reporting it applied.",
@@ -39,7 +43,7 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(grantsTotal, keysGranted, nodesSelected, nodesInSync, keysRefused, propagationSeconds)
+	metrics.Registry.MustRegister(grantsTotal, keysGranted, nodesSelected, nodesInSync, keysRefused, revocationsUnconfirmed, propagationSeconds)
 }
 
 // propagation remembers when each rendering was written, until every

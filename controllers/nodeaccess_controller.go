@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -26,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
 	"github.com/nodeaccess/nodeaccess-operator/internal/render"
@@ -43,6 +43,12 @@ const (
 	// workers reconcile different NodeAccess objects at once: a grant's
 	// change does not wait behind the status batches of others.
 	workers = 4
+	// defaultForbiddenRecheck is how often a NodeAccess naming a Secret the
+	// manager may not read looks again (the namespace may have allowed it since).
+	defaultForbiddenRecheck = 30 * time.Second
+	// overLimitRecheck is how often a NodeAccess refused by the cluster's
+	// limits looks again (other grants may have made room).
+	overLimitRecheck = time.Minute
 )
 
 // +kubebuilder:rbac:groups=nodeaccess.io,resources=nodeaccesses,verbs=get;list;watch;update;patch
@@ -51,7 +57,7 @@ const (
 // +kubebuilder:rbac:groups=nodeaccess.io,resources=nodeaccessreports,verbs=get;list;watch
 // +kubebuilder:rbac:groups=nodeaccess.io,namespace=nodeaccess-system,resources=renderednodeaccesses,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=secrets;configmaps,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // NodeAccessReconciler renders each NodeAccess for the agents and reports
@@ -65,23 +71,43 @@ type NodeAccessReconciler struct {
 	Namespace string
 	// Render holds the key policy and whether root may be granted.
 	Render render.Options
+	// Limits bound what the agents hold over all grants.
+	Limits render.ClusterLimits
 	// RevocationTimeout bounds how long a deleted NodeAccess waits for nodes
-	// to confirm its keys are gone.
+	// to prove its keys gone before it is released anyway.
 	RevocationTimeout time.Duration
 	// StatusDelay batches node reports: a burst of reports within it causes one status write.
 	StatusDelay time.Duration
+	// ForbiddenRecheck is how often a NodeAccess naming a Secret the manager
+	// may not read looks again.
+	ForbiddenRecheck time.Duration
 
 	now         func() time.Time
 	propagation propagation
-	// deletesSent holds the UIDs of deleted NodeAccess objects whose
-	// rendered grant's deletion was sent.
-	deletesSent sync.Map
+	// secrets watches Secrets in the namespaces that allowed the manager.
+	secrets *secretWatches
+	// ledger adds up what every rendered grant costs the agents.
+	ledger ledger
+}
+
+// scope is what one reconcile of one NodeAccess read and decided.
+type scope struct {
+	na  *nav1.NodeAccess
+	now time.Time
+	// status is the status to write, once a phase computed it.
+	status *nav1.NodeAccessStatus
 }
 
 // SetupWithManager registers the controller and its watches.
 func (r *NodeAccessReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.now == nil {
 		r.now = time.Now
+	}
+	if r.Limits == (render.ClusterLimits{}) {
+		r.Limits = render.DefaultClusterLimits
+	}
+	if r.ForbiddenRecheck <= 0 {
+		r.ForbiddenRecheck = defaultForbiddenRecheck
 	}
 	ctx := context.Background()
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &nav1.NodeAccess{}, sourcesIndex, func(o client.Object) []string {
@@ -104,6 +130,15 @@ func (r *NodeAccessReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}); err != nil {
 		return fmt.Errorf("indexing node reports: %w", err)
 	}
+	secrets, err := newSecretWatches(mgr, r.forSource(render.SourceSecret), r.ForbiddenRecheck)
+	if err != nil {
+		return err
+	}
+	r.secrets = secrets
+	r.ledger = ledger{limits: r.Limits, client: r.Client, namespace: r.Namespace}
+	if err := mgr.Add(secrets); err != nil {
+		return fmt.Errorf("adding the Secret watches: %w", err)
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("nodeaccess").
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
@@ -120,8 +155,8 @@ func (r *NodeAccessReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			GenericFunc: func(event.GenericEvent) bool { return false },
 			UpdateFunc:  statusOnly,
 		})).
-		Owns(&nav1.RenderedNodeAccess{}).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.forSource(render.SourceSecret)), builder.OnlyMetadata).
+		Watches(&nav1.RenderedNodeAccess{}, handler.EnqueueRequestsFromMapFunc(renderedGrant)).
+		WatchesRawSource(source.Channel(secrets.events, &handler.EnqueueRequestForObject{})).
 		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.forSource(render.SourceConfigMap)), builder.OnlyMetadata).
 		// Node heartbeats are not label changes: only these reach the queue.
 		Watches(&corev1.Node{}, r.delayed(r.allNodeAccesses), builder.OnlyMetadata,
@@ -130,36 +165,70 @@ func (r *NodeAccessReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r)
 }
 
-// Reconcile follows one skeleton: get, finalizer, read, then delete or normal.
-func (r *NodeAccessReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+// Reconcile follows one skeleton: get, then delete or normal, with the
+// status written by a deferred function whatever happened, so that an
+// error reaches status and an Event instead of leaving a stale Ready.
+func (r *NodeAccessReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	na := &nav1.NodeAccess{}
 	if err := r.Client.Get(ctx, req.NamespacedName, na); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		if apierrors.IsNotFound(err) {
+			return ctrl.Result{}, r.deleteOrphan(ctx, req.Name)
+		}
+		return ctrl.Result{}, err
 	}
 	defer r.countGrants(ctx)
-	if !na.DeletionTimestamp.IsZero() {
-		return r.reconcileDelete(ctx, na)
-	}
-	if !controllerutil.ContainsFinalizer(na, Finalizer) {
-		patch := client.MergeFrom(na.DeepCopy())
-		controllerutil.AddFinalizer(na, Finalizer)
-		if err := r.Client.Patch(ctx, na, patch); err != nil {
-			return ctrl.Result{}, fmt.Errorf("adding finalizer: %w", err)
+	s := &scope{na: na, now: r.now()}
+	defer func() {
+		if err := r.writeStatus(ctx, s, retErr); err != nil && retErr == nil {
+			retErr = err
 		}
+	}()
+	if !na.DeletionTimestamp.IsZero() {
+		return r.reconcileDelete(ctx, s)
 	}
-	return r.reconcileNormal(ctx, na)
+	if err := r.addFinalizer(ctx, na); err != nil {
+		return ctrl.Result{}, err
+	}
+	return r.reconcileNormal(ctx, s)
 }
 
-// reconcileNormal renders the grant, applies it when it changed, and reports.
-func (r *NodeAccessReconciler) reconcileNormal(ctx context.Context, na *nav1.NodeAccess) (ctrl.Result, error) {
-	now := r.now()
+// addFinalizer adds the finalizer with a patch that fails on a concurrent
+// change, rather than one that replaces the whole list.
+func (r *NodeAccessReconciler) addFinalizer(ctx context.Context, na *nav1.NodeAccess) error {
+	if controllerutil.ContainsFinalizer(na, Finalizer) {
+		return nil
+	}
+	patch := client.MergeFromWithOptions(na.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	controllerutil.AddFinalizer(na, Finalizer)
+	if err := r.Client.Patch(ctx, na, patch); err != nil {
+		return fmt.Errorf("adding finalizer: %w", err)
+	}
+	return nil
+}
+
+// reconcileNormal renders the grant, applies it when it changed, and
+// computes the status.
+func (r *NodeAccessReconciler) reconcileNormal(ctx context.Context, s *scope) (ctrl.Result, error) {
+	na := s.na
 	sources, err := r.readSources(ctx, na)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	res := render.NodeAccess(na, sources, r.Render, now)
-	if res.TooLarge == nil {
-		if err := r.applyRendered(ctx, na, &res.Spec); err != nil {
+	last, err := r.lastRendered(ctx, na)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	var lastSpec *nav1.RenderedNodeAccessSpec
+	if last != nil {
+		lastSpec = &last.Spec
+	}
+	res := render.NodeAccess(na, sources, lastSpec, r.Render, s.now)
+	overLimit, err := r.ledger.admit(ctx, na.Name, &res, lastSpec)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if !res.Narrowed || last != nil {
+		if err := r.applyRendered(ctx, na, last, &res.Spec); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
@@ -167,84 +236,90 @@ func (r *NodeAccessReconciler) reconcileNormal(ctx context.Context, na *nav1.Nod
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	status := computeStatus(na, &res, obs, now)
-	r.recordMetrics(na.Name, string(na.UID), res.Spec.Hash, status.SelectedNodes, status.NodesInSync, status.KeysGranted, len(status.RefusedKeys), now)
-	if err := r.patchStatus(ctx, na, status); err != nil {
-		return ctrl.Result{}, err
-	}
-	if res.NextExpiry != nil {
-		return ctrl.Result{RequeueAfter: res.NextExpiry.Sub(now) + 10*time.Millisecond}, nil
-	}
-	return ctrl.Result{}, nil
-}
+	status := computeStatus(na, &res, overLimit, obs, s.now)
+	s.status = &status
+	r.recordMetrics(na.Name, string(na.UID), res.Spec.Hash, status.SelectedNodes, status.NodesInSync, status.KeysGranted, len(status.RefusedKeys), s.now)
 
-// readSources reads the content of every key source straight from the API
-// server. A missing object or data key is left out of the map.
-func (r *NodeAccessReconciler) readSources(ctx context.Context, na *nav1.NodeAccess) (map[render.SourceRef]string, error) {
-	out := map[render.SourceRef]string{}
-	for _, ref := range render.Sources(na) {
-		key := types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}
-		switch ref.Kind {
-		case render.SourceSecret:
-			s := &corev1.Secret{}
-			if err := r.APIReader.Get(ctx, key, s); err != nil {
-				if apierrors.IsNotFound(err) {
-					continue
-				}
-				return nil, fmt.Errorf("reading %s: %w", ref, err)
-			}
-			if v, ok := s.Data[ref.Key]; ok {
-				out[ref] = string(v)
-			}
-		case render.SourceConfigMap:
-			cm := &corev1.ConfigMap{}
-			if err := r.APIReader.Get(ctx, key, cm); err != nil {
-				if apierrors.IsNotFound(err) {
-					continue
-				}
-				return nil, fmt.Errorf("reading %s: %w", ref, err)
-			}
-			if v, ok := cm.Data[ref.Key]; ok {
-				out[ref] = v
-			} else if b, ok := cm.BinaryData[ref.Key]; ok {
-				out[ref] = string(b)
-			}
+	var result ctrl.Result
+	if res.NextExpiry != nil {
+		result.RequeueAfter = res.NextExpiry.Sub(s.now) + 10*time.Millisecond
+	}
+	recheck := func(after time.Duration) {
+		if result.RequeueAfter == 0 || result.RequeueAfter > after {
+			result.RequeueAfter = after
 		}
 	}
-	return out, nil
+	if len(res.Forbidden) > 0 {
+		recheck(r.ForbiddenRecheck)
+	}
+	if overLimit != nil {
+		recheck(overLimitRecheck)
+	}
+	return result, nil
+}
+
+// lastRendered returns the rendered grant the agents hold now, or nil.
+func (r *NodeAccessReconciler) lastRendered(ctx context.Context, na *nav1.NodeAccess) (*nav1.RenderedNodeAccess, error) {
+	rendered := &nav1.RenderedNodeAccess{}
+	err := r.Client.Get(ctx, types.NamespacedName{Namespace: r.Namespace, Name: na.Name}, rendered)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("reading rendered grant: %w", err)
+	case rendered.Spec.NodeAccessUID != string(na.UID):
+		return nil, nil // left by an earlier NodeAccess of the same name
+	}
+	return rendered, nil
 }
 
 // applyRendered writes the rendered grant only when its content or source
 // generation changed: one write per NodeAccess change, whatever the number of nodes.
-func (r *NodeAccessReconciler) applyRendered(ctx context.Context, na *nav1.NodeAccess, spec *nav1.RenderedNodeAccessSpec) error {
-	existing := &nav1.RenderedNodeAccess{}
-	err := r.Client.Get(ctx, types.NamespacedName{Namespace: r.Namespace, Name: na.Name}, existing)
-	switch {
-	case err == nil && existing.Spec.Hash == spec.Hash && existing.Spec.Generation == spec.Generation &&
-		existing.Spec.NodeAccessUID == spec.NodeAccessUID:
+func (r *NodeAccessReconciler) applyRendered(ctx context.Context, na *nav1.NodeAccess, existing *nav1.RenderedNodeAccess, spec *nav1.RenderedNodeAccessSpec) error {
+	if existing != nil && existing.Spec.Hash == spec.Hash && existing.Spec.Generation == spec.Generation &&
+		existing.Spec.NodeAccessUID == spec.NodeAccessUID && len(existing.OwnerReferences) > 0 {
 		return nil
-	case err != nil && !apierrors.IsNotFound(err):
-		return fmt.Errorf("reading rendered grant: %w", err)
 	}
+	if err := r.writeRendered(ctx, na, spec, true); err != nil {
+		return err
+	}
+	r.propagation.rendered(string(na.UID), spec.Hash, r.now())
+	keys := 0
+	for _, u := range spec.Users {
+		keys += len(u.Keys)
+	}
+	r.Recorder.Eventf(na, nil, corev1.EventTypeNormal, nav1.RenderedEventReason, "Render",
+		"Rendered generation %d for the agents: %d accounts, %d keys", na.Generation, len(spec.Users), keys)
+	return nil
+}
+
+// writeRendered server-side applies the rendered grant, owned by the
+// NodeAccess (garbage-collected with it) or not (a revocation in progress).
+func (r *NodeAccessReconciler) writeRendered(ctx context.Context, na *nav1.NodeAccess, spec *nav1.RenderedNodeAccessSpec, owned bool) error {
 	desired := &nav1.RenderedNodeAccess{
 		TypeMeta: metav1.TypeMeta{APIVersion: nav1.GroupVersion.String(), Kind: "RenderedNodeAccess"},
 		ObjectMeta: metav1.ObjectMeta{
 			Name: na.Name, Namespace: r.Namespace,
 			Labels: map[string]string{"app.kubernetes.io/managed-by": "nodeaccess-operator"},
-			OwnerReferences: []metav1.OwnerReference{{
-				APIVersion: nav1.GroupVersion.String(), Kind: "NodeAccess", Name: na.Name, UID: na.UID,
-				Controller: ptrTo(true), BlockOwnerDeletion: ptrTo(true),
-			}},
 		},
 		Spec: *spec,
+	}
+	if owned {
+		desired.OwnerReferences = []metav1.OwnerReference{{
+			APIVersion: nav1.GroupVersion.String(), Kind: "NodeAccess", Name: na.Name, UID: na.UID,
+			Controller: ptrTo(true), BlockOwnerDeletion: ptrTo(true),
+		}}
 	}
 	if err := applyObject(ctx, r.Client, desired); err != nil {
 		return fmt.Errorf("writing rendered grant: %w", err)
 	}
-	r.propagation.rendered(string(na.UID), spec.Hash, r.now())
-	r.Recorder.Eventf(na, nil, corev1.EventTypeNormal, "Rendered", "Render",
-		"Rendered generation %d: %d accounts for the agents", na.Generation, len(spec.Users))
 	return nil
+}
+
+// renderedGrant maps a rendered grant to its NodeAccess, by name: a
+// revocation in progress has no owner reference.
+func renderedGrant(_ context.Context, o client.Object) []reconcile.Request {
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: o.GetName()}}}
 }
 
 // forSource maps a changed Secret or ConfigMap to the NodeAccess objects naming it.
@@ -324,12 +399,23 @@ func (r *NodeAccessReconciler) delayed(mapFn handler.MapFunc) handler.EventHandl
 	}
 }
 
-// countGrants sets the number of NodeAccess objects from the cache.
+// countGrants sets the number of NodeAccess objects from the cache, and
+// stops watching Secrets in namespaces no NodeAccess names any more.
 func (r *NodeAccessReconciler) countGrants(ctx context.Context) {
 	var list nav1.NodeAccessList
-	if err := r.Client.List(ctx, &list, client.UnsafeDisableDeepCopy); err == nil {
-		grantsTotal.Set(float64(len(list.Items)))
+	if err := r.Client.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
+		return
 	}
+	grantsTotal.Set(float64(len(list.Items)))
+	named := map[string]bool{}
+	for i := range list.Items {
+		for _, ref := range render.Sources(&list.Items[i]) {
+			if ref.Kind == render.SourceSecret {
+				named[ref.Namespace] = true
+			}
+		}
+	}
+	r.secrets.keepOnly(named)
 }
 
 func sourceIndexKey(kind render.SourceKind, namespace, name string) string {

@@ -297,8 +297,8 @@ func TestDeletionWaitsForNodesThatStillHoldKeys(t *testing.T) {
 	testenv.Eventually(t, timeout, "Revoking", func() error {
 		must(t, k8sClient.Get(ctx, client.ObjectKey{Name: "held"}, na))
 		c := meta.FindStatusCondition(na.Status.Conditions, nav1.ProgressingCondition)
-		if c == nil || c.Reason != nav1.RevokingReason || !strings.Contains(c.Message, nodes[0].name) {
-			return fmt.Errorf("progressing %+v", c)
+		if c == nil || c.Reason != nav1.RevokingReason || len(na.Status.FailingNodes) != 1 || na.Status.FailingNodes[0].Node != nodes[0].name {
+			return fmt.Errorf("progressing %+v, failing nodes %+v", c, na.Status.FailingNodes)
 		}
 		return nil
 	})
@@ -326,8 +326,14 @@ func TestKeysFromSecretsFollowRotationAndMissingSources(t *testing.T) {
 	na.Spec.Users[0].KeysFrom = []nav1.KeySource{{SecretKeyRef: &nav1.ObjectKeySelector{Namespace: "team-src", Name: "keys", Key: "authorized_keys"}}}
 	create(t, na)
 
-	// Missing: Degraded with the source named, the inline key still served.
+	// The namespace has not allowed the operator to read its Secrets:
+	// refused, and the inline key still served.
 	testenv.Eventually(t, timeout, "inline key served", holds(nodes[0], inline.blob))
+	testenv.Eventually(t, timeout, "Degraded: source forbidden", statusIs("src", 1, 1, 1, nav1.KeySourceForbiddenReason))
+	testenv.Eventually(t, timeout, "KeySourceForbidden event", hasEvent("src", nav1.KeySourceForbiddenReason))
+
+	// The namespace opts in; the Secret is missing: Degraded with the source named.
+	allowSecrets(t, "team-src")
 	testenv.Eventually(t, timeout, "Degraded: source missing", statusIs("src", 1, 1, 1, nav1.KeySourceMissingReason))
 	testenv.Eventually(t, timeout, "KeySourceMissing event", hasEvent("src", nav1.KeySourceMissingReason))
 
@@ -341,13 +347,41 @@ func TestKeysFromSecretsFollowRotationAndMissingSources(t *testing.T) {
 	testenv.Eventually(t, timeout, "Ready", statusIs("src", 1, 1, 2, nav1.AllNodesInSyncReason))
 
 	// Rotated: the new key replaces the old, without touching the NodeAccess.
-	secret.Data["authorized_keys"] = []byte(rotated.line + "\n")
+	// A line that is not a key (a password pasted by mistake) is refused
+	// without its text reaching status or an Event.
+	secret.Data["authorized_keys"] = []byte(rotated.line + "\npassword=hunter2-correct-horse\n")
 	must(t, k8sClient.Update(ctx, secret))
 	testenv.Eventually(t, timeout, "rotated key served", holds(nodes[0], inline.blob, rotated.blob))
+	testenv.Eventually(t, timeout, "the pasted line refused by line number", func() error {
+		got := &nav1.NodeAccess{}
+		must(t, k8sClient.Get(ctx, client.ObjectKey{Name: "src"}, got))
+		if len(got.Status.RefusedKeys) != 1 || got.Status.RefusedKeys[0].Source != "secret team-src/keys key authorized_keys line 2" {
+			return fmt.Errorf("refused %+v", got.Status.RefusedKeys)
+		}
+		return nil
+	})
+	testenv.Eventually(t, timeout, "its Warning event", hasEvent("src", nav1.MalformedKeyReason))
+	got := &nav1.NodeAccess{}
+	must(t, k8sClient.Get(ctx, client.ObjectKey{Name: "src"}, got))
+	var events eventsv1.EventList
+	must(t, k8sClient.List(ctx, &events))
+	for _, text := range append([]string{fmt.Sprintf("%+v", got.Status)}, eventNotes(events)...) {
+		if strings.Contains(text, "hunter2") || strings.Contains(text, "correct-horse") {
+			t.Fatalf("Secret content leaked: %s", text)
+		}
+	}
 
 	// Deleted: its keys are revoked, the others stay.
 	must(t, k8sClient.Delete(ctx, secret))
 	testenv.Eventually(t, timeout, "deleted secret's key revoked", holds(nodes[0], inline.blob))
+}
+
+func eventNotes(list eventsv1.EventList) []string {
+	var notes []string
+	for _, e := range list.Items {
+		notes = append(notes, e.Note)
+	}
+	return notes
 }
 
 func TestRefusedKeysAndRootAreReported(t *testing.T) {
@@ -405,6 +439,7 @@ func TestOversizedGrantIsRefusedWhole(t *testing.T) {
 
 	// 5 Secrets of 1000 keys: over the 4096-key limit of one NodeAccess.
 	must(t, client.IgnoreAlreadyExists(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-big"}})))
+	allowSecrets(t, "team-big")
 	var sources []nav1.KeySource
 	for i := range 5 {
 		var content strings.Builder

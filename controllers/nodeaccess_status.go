@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -57,10 +58,11 @@ func (r *NodeAccessReconciler) observe(ctx context.Context, na *nav1.NodeAccess)
 	return obs, nil
 }
 
-// computeStatus is the whole status of a NodeAccess, from its rendering and
-// what the nodes reported. It is pure; conditions keep their transition times
-// from na.Status when their status does not change.
-func computeStatus(na *nav1.NodeAccess, res *render.Result, obs observation, now time.Time) nav1.NodeAccessStatus {
+// computeStatus is the whole status of a NodeAccess, from its rendering,
+// whether it was over the cluster's limits, and what the nodes reported. It
+// is pure; conditions keep their transition times from na.Status when their
+// status does not change.
+func computeStatus(na *nav1.NodeAccess, res *render.Result, overLimit error, obs observation, now time.Time) nav1.NodeAccessStatus {
 	st := nav1.NodeAccessStatus{
 		ObservedGeneration: na.Generation,
 		KeysGranted:        int32(res.Keys),
@@ -88,41 +90,51 @@ func computeStatus(na *nav1.NodeAccess, res *render.Result, obs observation, now
 		c.ObservedGeneration, c.LastTransitionTime = na.Generation, stamp
 		meta.SetStatusCondition(&st.Conditions, c)
 	}
-	set(degradedCondition(res, st.FailingNodes, selErr))
+	set(degradedCondition(res, overLimit, st.FailingNodes, selErr))
 	set(progressingCondition(st.SelectedNodes, st.NodesInSync))
 	set(readyCondition(na, res, &st, selErr))
 	return st
 }
 
 // degradedCondition is True when part of the grant cannot be served.
-func degradedCondition(res *render.Result, failing []nav1.NodeFailure, selErr error) metav1.Condition {
+func degradedCondition(res *render.Result, overLimit error, failing []nav1.NodeFailure, selErr error) metav1.Condition {
 	c := metav1.Condition{Type: nav1.DegradedCondition, Status: metav1.ConditionTrue}
+	kept := "; the nodes keep only the keys the last accepted version and this one both grant"
 	switch {
 	case selErr != nil:
 		c.Reason, c.Message = nav1.InvalidSelectorReason, "nodeSelector is invalid: "+selErr.Error()
 	case res.TooLarge != nil:
-		c.Reason, c.Message = render.ReasonTooManyKeys, res.TooLarge.Error()+"; the nodes keep the last accepted keys"
+		c.Reason, c.Message = nav1.TooManyKeysReason, res.TooLarge.Error()+kept
+	case overLimit != nil:
+		c.Reason, c.Message = nav1.ClusterLimitReason, overLimit.Error()+kept
+	case len(res.Forbidden) > 0:
+		c.Reason, c.Message = nav1.KeySourceForbiddenReason, "the operator may not read "+sourceNames(res.Forbidden)+
+			": the namespace must allow it (docs/usage.md, Keys from Secrets); their keys are not granted"
 	case len(res.Missing) > 0:
-		names := make([]string, 0, len(res.Missing))
-		for _, m := range res.Missing {
-			names = append(names, m.String())
-		}
-		c.Reason, c.Message = nav1.KeySourceMissingReason, "missing: "+strings.Join(names, "; ")+"; the other keys are granted"
+		c.Reason, c.Message = nav1.KeySourceMissingReason, "missing: "+sourceNames(res.Missing)+"; the other keys are granted"
 	case hasUserRefusal(res.Refused):
 		c.Reason, c.Message = nav1.UserRefusedReason, fmt.Sprintf("%d accounts or keys refused; see status.refusedKeys", len(res.Refused))
 	case len(res.Refused) > 0:
 		c.Reason, c.Message = nav1.KeysRefusedReason, fmt.Sprintf("%d keys refused; see status.refusedKeys", len(res.Refused))
 	case len(failing) > 0:
-		c.Reason, c.Message = nav1.NodesFailingReason, fmt.Sprintf("%d nodes failed to apply; see status.failingNodes", len(failing))
+		c.Reason, c.Message = nav1.NodesFailingReason, fmt.Sprintf("%d nodes failed to apply the grant or to prove its keys gone; see status.failingNodes", len(failing))
 	default:
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, nav1.AsExpectedReason, "every key is served"
 	}
 	return c
 }
 
+func sourceNames(refs []render.SourceRef) string {
+	names := make([]string, 0, len(refs))
+	for _, m := range refs {
+		names = append(names, m.String())
+	}
+	return strings.Join(names, "; ")
+}
+
 func hasUserRefusal(refused []nav1.KeyRefusal) bool {
 	for _, r := range refused {
-		if r.Reason == render.ReasonUserRefused {
+		if r.Reason == nav1.UserRefusedReason {
 			return true
 		}
 	}
@@ -140,15 +152,22 @@ func progressingCondition(selected, inSync int32) metav1.Condition {
 }
 
 // readyCondition is True when every selected node holds exactly this grant
-// and nothing was refused.
+// and nothing was refused. A suspended or expired grant is never Ready, and
+// says its keys are removed only once every selected node has proven it.
 func readyCondition(na *nav1.NodeAccess, res *render.Result, st *nav1.NodeAccessStatus, selErr error) metav1.Condition {
 	c := metav1.Condition{Type: nav1.ReadyCondition, Status: metav1.ConditionFalse}
 	degraded := meta.FindStatusCondition(st.Conditions, nav1.DegradedCondition)
+	removed := func(what string) string {
+		if st.NodesInSync < st.SelectedNodes {
+			return fmt.Sprintf("the grant is %s; %d of %d selected nodes have proven its keys removed", what, st.NodesInSync, st.SelectedNodes)
+		}
+		return fmt.Sprintf("the grant is %s; every selected node has proven its keys removed", what)
+	}
 	switch {
 	case na.Spec.Suspend:
-		c.Reason, c.Message = nav1.SuspendedReason, "the grant is suspended; its keys are removed from every node"
+		c.Reason, c.Message = nav1.SuspendedReason, removed("suspended")
 	case res.Expired:
-		c.Reason, c.Message = nav1.ExpiredReason, "the grant has expired; its keys are removed from every node"
+		c.Reason, c.Message = nav1.ExpiredReason, removed("expired")
 	case selErr != nil || (degraded != nil && degraded.Status == metav1.ConditionTrue):
 		c.Reason, c.Message = degraded.Reason, degraded.Message
 	case st.SelectedNodes == 0:
@@ -160,6 +179,50 @@ func readyCondition(na *nav1.NodeAccess, res *render.Result, st *nav1.NodeAccess
 		c.Message = fmt.Sprintf("all %d selected nodes hold the %d keys", st.SelectedNodes, st.KeysGranted)
 	}
 	return c
+}
+
+// writeStatus is the deferred end of every reconcile: the status a phase
+// computed when it succeeded, or, after an error, the last status with
+// Degraded and Ready saying what failed (observedGeneration not advanced)
+// and a Warning Event when that is news.
+func (r *NodeAccessReconciler) writeStatus(ctx context.Context, s *scope, retErr error) error {
+	na := s.na
+	if retErr == nil {
+		if s.status == nil {
+			return nil // nothing to say: released, or no change
+		}
+		return r.patchStatus(ctx, na, *s.status)
+	}
+	st := *na.Status.DeepCopy()
+	if s.status != nil {
+		st = *s.status.DeepCopy()
+		st.ObservedGeneration = na.Status.ObservedGeneration
+	}
+	msg := truncate(retErr.Error(), 1024)
+	stamp := metav1.NewTime(s.now)
+	before := meta.FindStatusCondition(na.Status.Conditions, nav1.DegradedCondition)
+	for _, t := range []string{nav1.DegradedCondition, nav1.ReadyCondition} {
+		status := metav1.ConditionFalse
+		if t == nav1.DegradedCondition {
+			status = metav1.ConditionTrue
+		}
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: status, Reason: nav1.ReconcileFailedReason,
+			Message: msg, ObservedGeneration: na.Generation, LastTransitionTime: stamp})
+	}
+	if before == nil || before.Reason != nav1.ReconcileFailedReason || before.Message != msg {
+		r.Recorder.Eventf(na, nil, corev1.EventTypeWarning, nav1.ReconcileFailedReason, "Reconcile", "%s", msg)
+	}
+	if err := r.patchStatus(ctx, na, st); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-3] + "..."
 }
 
 // patchStatus writes status only when it changed.

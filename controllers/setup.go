@@ -32,6 +32,12 @@ type Options struct {
 	RevocationTimeout time.Duration
 	// StatusDelay folds bursts of node reports into one status write.
 	StatusDelay time.Duration
+	// ForbiddenRecheck is how often a NodeAccess naming a Secret the manager
+	// may not read checks again; zero means 30 s.
+	ForbiddenRecheck time.Duration
+	// Limits bound what the agents hold over all grants; zero means
+	// render.DefaultClusterLimits.
+	Limits render.ClusterLimits
 	// OperatorCondition names the OperatorCondition OLM created for this
 	// operator ($OPERATOR_CONDITION_NAME); empty when not installed by OLM.
 	OperatorCondition string
@@ -47,6 +53,8 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		Render:            opts.Render,
 		RevocationTimeout: opts.RevocationTimeout,
 		StatusDelay:       opts.StatusDelay,
+		ForbiddenRecheck:  opts.ForbiddenRecheck,
+		Limits:            opts.Limits,
 	}
 	if err := na.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the NodeAccess controller: %w", err)

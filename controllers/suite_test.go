@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -24,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/yaml"
 
 	operatorsv2 "github.com/operator-framework/api/pkg/operators/v2"
 
@@ -39,7 +42,74 @@ const (
 	agentImage = "example.com/nodeaccess-operator:test"
 	// statusDelay is the manager's StatusDelay in these tests.
 	statusDelay = 200 * time.Millisecond
+	// revocationTimeout is the manager's RevocationTimeout in these tests.
+	revocationTimeout = 12 * time.Second
+	// managerAccount is the manager's service account, as the bundle names it.
+	managerAccount = "nodeaccess-controller-manager"
+	// keySourceReaderRole is the shipped ClusterRole a namespace binds to let
+	// the manager read its Secrets.
+	keySourceReaderRole = "nodeaccess-key-source-reader"
 )
+
+// limits are the manager's cluster-wide bounds in these tests: small
+// enough for a test to reach.
+var limits = render.ClusterLimits{MaxGrants: 200, MaxBytes: 4 << 20, MaxAccountBytes: 256 << 10}
+
+// grantManagerRBAC creates the manager's service account and binds to it
+// the generated roles of config/rbac/role.yaml, and the access OLM gives an
+// operator to its OperatorCondition.
+func grantManagerRBAC(ctx context.Context) error {
+	data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", "role.yaml"))
+	if err != nil {
+		return err
+	}
+	objs := []client.Object{&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: managerAccount}}}
+	subject := []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: namespace, Name: managerAccount}}
+	for _, doc := range strings.Split(string(data), "\n---\n") {
+		var role rbacv1.ClusterRole
+		if err := yaml.Unmarshal([]byte(doc), &role); err != nil {
+			return err
+		}
+		switch role.Kind {
+		case "ClusterRole":
+			role.Name = "test-" + role.Name
+			objs = append(objs, &role, &rbacv1.ClusterRoleBinding{
+				ObjectMeta: metav1.ObjectMeta{Name: role.Name}, Subjects: subject,
+				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+			})
+		case "Role":
+			r := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "test-" + role.Name}, Rules: role.Rules}
+			objs = append(objs, r, &rbacv1.RoleBinding{
+				ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: r.Name}, Subjects: subject,
+				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: r.Name},
+			})
+		}
+	}
+	// The ClusterRole a namespace binds to let the manager read its Secrets.
+	reader, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", "key_source_reader_role.yaml"))
+	if err != nil {
+		return err
+	}
+	keySourceReader := &rbacv1.ClusterRole{}
+	if err := yaml.Unmarshal(reader, keySourceReader); err != nil {
+		return err
+	}
+	keySourceReader.Name = keySourceReaderRole
+	objs = append(objs, keySourceReader)
+	olm := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "test-olm-operatorcondition"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{"operators.coreos.com"}, Resources: []string{"operatorconditions"},
+			ResourceNames: []string{operatorCondition}, Verbs: []string{"get", "update", "patch"}}}}
+	objs = append(objs, olm, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: olm.Name}, Subjects: subject,
+		RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: olm.Name},
+	})
+	for _, o := range objs {
+		if err := k8sClient.Create(ctx, o); err != nil {
+			return fmt.Errorf("creating %T %s: %w", o, o.GetName(), err)
+		}
+	}
+	return nil
+}
 
 var (
 	env       *testenv.Env
@@ -85,8 +155,19 @@ func runMain(m *testing.M) int {
 	}
 
 	// The manager, as main.go builds it, with short delays for tests and a
-	// transport that counts its writes.
+	// transport that counts its writes. It runs as its own service account
+	// with exactly the permissions the project ships (config/rbac/role.yaml)
+	// and those OLM grants on its OperatorCondition: no test passes thanks to
+	// the test's administrator rights.
+	if err := grantManagerRBAC(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, "granting the manager its RBAC:", err)
+		return 1
+	}
 	cfg := rest.CopyConfig(env.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{
+		UserName: "system:serviceaccount:" + namespace + ":" + managerAccount,
+		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated"},
+	}
 	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { return writes.wrap(rt) }
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:  scheme,
@@ -101,7 +182,9 @@ func runMain(m *testing.M) int {
 		Namespace: namespace, AgentImage: agentImage, AgentMaxUnavailable: intstr.FromString("10%"),
 		OperatorDeployment: "nodeaccess-controller-manager",
 		Render:             render.Options{Policy: keypolicy.DefaultPolicy()},
-		RevocationTimeout:  20 * time.Second,
+		RevocationTimeout:  revocationTimeout,
+		ForbiddenRecheck:   time.Second,
+		Limits:             limits,
 		StatusDelay:        statusDelay,
 		OperatorCondition:  operatorCondition,
 	}); err != nil {
@@ -118,6 +201,20 @@ func runMain(m *testing.M) int {
 		}
 	}()
 	return m.Run()
+}
+
+// allowSecrets lets the manager read the Secrets of namespace, as a team
+// opts in: a RoleBinding of the shipped ClusterRole to the manager's account.
+func allowSecrets(t *testing.T, ns string) {
+	t.Helper()
+	rb := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "nodeaccess-key-source-reader"},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: namespace, Name: managerAccount}},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: keySourceReaderRole},
+	}
+	if err := client.IgnoreAlreadyExists(k8sClient.Create(context.Background(), rb)); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // requestCounter counts non-read requests.

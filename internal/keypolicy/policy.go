@@ -18,6 +18,8 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/crypto/ssh"
+
+	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
 )
 
 // Limits.
@@ -32,20 +34,6 @@ const (
 	MaxSourceBytes = 1 << 20
 	// maxCommentBytes bounds a sanitised comment.
 	maxCommentBytes = 200
-)
-
-// Refusal reasons: CamelCase codes that go into status and Events.
-const (
-	ReasonMalformed          = "MalformedKey"
-	ReasonMultipleLines      = "MultipleLines"
-	ReasonForbiddenCharacter = "ForbiddenCharacter"
-	ReasonEmbeddedOptions    = "EmbeddedOptions"
-	ReasonMultipleKeys       = "MultipleKeys"
-	ReasonUnsupportedType    = "UnsupportedKeyType"
-	ReasonWeakKey            = "WeakKey"
-	ReasonCertificate        = "CertificateNotAllowed"
-	ReasonTooLong            = "KeyTooLong"
-	ReasonTooManyKeys        = "TooManyKeys"
 )
 
 // acceptedTypes are the key types granted (certificates aside).
@@ -84,7 +72,10 @@ type Key struct {
 	Bits int
 }
 
-// Refusal says why a key was refused. Its message never repeats the key.
+// Refusal says why a key was refused. Its message never repeats the line it
+// refuses: key sources are Secrets and ConfigMaps read on someone else's
+// behalf, and a line that is not a key may be anything (a password, a
+// token). It says at most the type and SHA256 fingerprint of a key that parsed.
 type Refusal struct {
 	Reason  string
 	Message string
@@ -105,37 +96,37 @@ func lookAlikeSpace(r rune) bool {
 func (p Policy) Parse(line string) (Key, error) {
 	switch {
 	case strings.ContainsAny(line, "\r\n"):
-		return Key{}, refuse(ReasonMultipleLines, "the key contains a line break; give one key per entry")
+		return Key{}, refuse(nav1.MultipleLinesReason, "the key contains a line break; give one key per entry")
 	case len(line) > MaxLineLength:
-		return Key{}, refuse(ReasonTooLong, "the key is %d bytes long, more than %d", len(line), MaxLineLength)
+		return Key{}, refuse(nav1.KeyTooLongReason, "the key is %d bytes long, more than %d", len(line), MaxLineLength)
 	case !utf8.ValidString(line):
-		return Key{}, refuse(ReasonForbiddenCharacter, "the key is not valid UTF-8")
+		return Key{}, refuse(nav1.ForbiddenCharacterReason, "the key is not valid UTF-8")
 	}
-	for i, r := range line {
+	for _, r := range line {
 		if r == 0 || (r < 0x20 && r != '\t') || r == 0x7f || lookAlikeSpace(r) || unicode.Is(unicode.Cf, r) {
-			return Key{}, refuse(ReasonForbiddenCharacter, "the key has a control or look-alike space character (U+%04X) at byte %d", r, i)
+			return Key{}, refuse(nav1.ForbiddenCharacterReason, "the line has a control or look-alike space character")
 		}
 	}
 	trimmed := strings.TrimSpace(line)
 	if trimmed == "" {
-		return Key{}, refuse(ReasonMalformed, "the key is empty")
+		return Key{}, refuse(nav1.MalformedKeyReason, "the key is empty")
 	}
 	if strings.Fields(trimmed)[0] == ssh.KeyAlgoDSA {
-		return Key{}, refuse(ReasonUnsupportedType, "DSA keys (ssh-dss) are refused: they are limited to 1024 bits and disabled in OpenSSH")
+		return Key{}, refuse(nav1.UnsupportedKeyTypeReason, "DSA keys (ssh-dss) are refused: they are limited to 1024 bits and disabled in OpenSSH")
 	}
 	pub, comment, options, rest, err := ssh.ParseAuthorizedKey([]byte(trimmed))
 	if err != nil {
-		return Key{}, refuse(ReasonMalformed, "the key cannot be parsed as '<type> <base64> [comment]' (starts with %q)", preview(trimmed))
+		return Key{}, refuse(nav1.MalformedKeyReason, "the line cannot be parsed as '<type> <base64> [comment]'")
 	}
 	if len(options) > 0 {
-		return Key{}, refuse(ReasonEmbeddedOptions, "the key has an options prefix (%s); set options through the typed options field", preview(strings.Join(options, ",")))
+		return Key{}, refuse(nav1.EmbeddedOptionsReason, "the key %s has an options prefix; set options through the typed options field", ssh.FingerprintSHA256(pub))
 	}
 	if len(strings.TrimSpace(string(rest))) > 0 || containsKey(comment) {
-		return Key{}, refuse(ReasonMultipleKeys, "the key is followed by another key; give one key per entry")
+		return Key{}, refuse(nav1.MultipleKeysReason, "the key %s is followed by another key; give one key per entry", ssh.FingerprintSHA256(pub))
 	}
 	// The written type must be the key's own: "ssh-rsa <ed25519 blob>" is malformed.
 	if fields := strings.Fields(trimmed); fields[0] != pub.Type() {
-		return Key{}, refuse(ReasonMalformed, "the key says it is %s but holds a %s key", preview(fields[0]), pub.Type())
+		return Key{}, refuse(nav1.MalformedKeyReason, "the type written before the key %s is not its own (%s)", ssh.FingerprintSHA256(pub), pub.Type())
 	}
 	k := Key{
 		Type:        pub.Type(),
@@ -153,30 +144,30 @@ func (p Policy) Parse(line string) (Key, error) {
 func (p Policy) check(pub ssh.PublicKey, k *Key) error {
 	if cert, ok := pub.(*ssh.Certificate); ok {
 		if !p.AllowCertificates {
-			return refuse(ReasonCertificate, "%s certificates are refused; the operator was not started with --allow-certificates", cert.Key.Type())
+			return refuse(nav1.CertificateNotAllowedReason, "%s certificate %s refused; the operator was not started with --allow-certificates", cert.Key.Type(), k.Fingerprint)
 		}
 		return p.check(cert.Key, k)
 	}
 	t := pub.Type()
 	if t == ssh.KeyAlgoDSA {
-		return refuse(ReasonUnsupportedType, "DSA keys (ssh-dss) are refused: they are limited to 1024 bits and disabled in OpenSSH")
+		return refuse(nav1.UnsupportedKeyTypeReason, "DSA keys (ssh-dss) are refused: they are limited to 1024 bits and disabled in OpenSSH")
 	}
 	if !acceptedTypes[t] {
-		return refuse(ReasonUnsupportedType, "%s keys are not accepted", t)
+		return refuse(nav1.UnsupportedKeyTypeReason, "%s keys are not accepted (%s)", t, k.Fingerprint)
 	}
 	switch t {
 	case ssh.KeyAlgoRSA:
 		ck, ok := pub.(ssh.CryptoPublicKey)
 		if !ok {
-			return refuse(ReasonMalformed, "the RSA key cannot be read")
+			return refuse(nav1.MalformedKeyReason, "the RSA key cannot be read")
 		}
 		rk, ok := ck.CryptoPublicKey().(*rsa.PublicKey)
 		if !ok {
-			return refuse(ReasonMalformed, "the RSA key cannot be read")
+			return refuse(nav1.MalformedKeyReason, "the RSA key cannot be read")
 		}
 		k.Bits = rk.N.BitLen()
 		if k.Bits < p.MinRSABits {
-			return refuse(ReasonWeakKey, "RSA key of %d bits; at least %d are required", k.Bits, p.MinRSABits)
+			return refuse(nav1.WeakKeyReason, "RSA key %s of %d bits; at least %d are required", k.Fingerprint, k.Bits, p.MinRSABits)
 		}
 	case ssh.KeyAlgoECDSA256, ssh.KeyAlgoSKECDSA256:
 		k.Bits = 256
@@ -200,18 +191,6 @@ func containsKey(comment string) bool {
 		}
 	}
 	return false
-}
-
-// preview returns at most 40 bytes of s, for messages.
-func preview(s string) string {
-	if len(s) <= 40 {
-		return s
-	}
-	cut := 40
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "..."
 }
 
 // SanitizeComment makes a comment safe to write after a key: printable
@@ -255,7 +234,7 @@ type LineRefusal struct {
 // are accepted. At most MaxKeysPerSource keys are taken.
 func (p Policy) ParseList(content string) ([]Key, []LineRefusal) {
 	if len(content) > MaxSourceBytes {
-		return nil, []LineRefusal{{Line: 1, Refusal: *refuse(ReasonTooLong, "the key source is %d bytes, more than %d", len(content), MaxSourceBytes)}}
+		return nil, []LineRefusal{{Line: 1, Refusal: *refuse(nav1.KeyTooLongReason, "the key source is %d bytes, more than %d", len(content), MaxSourceBytes)}}
 	}
 	var keys []Key
 	var refusals []LineRefusal
@@ -266,7 +245,7 @@ func (p Policy) ParseList(content string) ([]Key, []LineRefusal) {
 			continue
 		}
 		if len(keys) == MaxKeysPerSource {
-			refusals = append(refusals, LineRefusal{Line: i + 1, Refusal: *refuse(ReasonTooManyKeys, "a key source holds at most %d keys; the rest are ignored", MaxKeysPerSource)})
+			refusals = append(refusals, LineRefusal{Line: i + 1, Refusal: *refuse(nav1.TooManyKeysReason, "a key source holds at most %d keys; the rest are ignored", MaxKeysPerSource)})
 			break
 		}
 		k, err := p.Parse(line)

@@ -15,6 +15,8 @@ import (
 	"testing"
 
 	"golang.org/x/crypto/ssh"
+
+	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
 )
 
 func line(t testing.TB, pub any, comment string) string {
@@ -138,28 +140,28 @@ func TestRefusedKeys(t *testing.T) {
 		line   string
 		reason string
 	}{
-		"rsa 2048":              {line(t, rsaKey(t, 2048), "weak"), ReasonWeakKey},
-		"rsa 1024":              {line(t, rsaKey(t, 1024), "weak"), ReasonWeakKey},
-		"dsa":                   {dsaLine(), ReasonUnsupportedType},
-		"certificate":           {certificate(t), ReasonCertificate},
-		"command option":        {`command="/bin/sh" ` + good, ReasonEmbeddedOptions},
-		"no-pty option":         {"no-pty " + good, ReasonEmbeddedOptions},
-		"from option":           {`from="*" ` + good, ReasonEmbeddedOptions},
-		"newline":               {good + "\n" + good, ReasonMultipleLines},
-		"carriage return":       {good + "\r", ReasonMultipleLines},
-		"NUL":                   {good + "\x00", ReasonForbiddenCharacter},
-		"escape character":      {good + " \x1b[2J", ReasonForbiddenCharacter},
-		"no-break space":        {fields[0] + "\u00a0" + edBlob, ReasonForbiddenCharacter},
-		"line separator":        {good + "\u2028", ReasonForbiddenCharacter},
-		"zero width space":      {fields[0] + " \u200b" + edBlob, ReasonForbiddenCharacter},
-		"byte order mark":       {"\ufeff" + good, ReasonForbiddenCharacter},
-		"100 KB of base64":      {"ssh-rsa " + strings.Repeat("A", 100<<10), ReasonTooLong},
-		"second key in comment": {good + " " + line(t, edKey(t), "bob"), ReasonMultipleKeys},
-		"garbage":               {"hello world", ReasonMalformed},
-		"empty":                 {"", ReasonMalformed},
-		"bad base64":            {"ssh-ed25519 AAAA!!!!", ReasonMalformed},
-		"wrong type name":       {"ssh-rsa " + edBlob + " x", ReasonMalformed},
-		"invalid utf-8":         {good + " \xff", ReasonForbiddenCharacter},
+		"rsa 2048":              {line(t, rsaKey(t, 2048), "weak"), nav1.WeakKeyReason},
+		"rsa 1024":              {line(t, rsaKey(t, 1024), "weak"), nav1.WeakKeyReason},
+		"dsa":                   {dsaLine(), nav1.UnsupportedKeyTypeReason},
+		"certificate":           {certificate(t), nav1.CertificateNotAllowedReason},
+		"command option":        {`command="/bin/sh" ` + good, nav1.EmbeddedOptionsReason},
+		"no-pty option":         {"no-pty " + good, nav1.EmbeddedOptionsReason},
+		"from option":           {`from="*" ` + good, nav1.EmbeddedOptionsReason},
+		"newline":               {good + "\n" + good, nav1.MultipleLinesReason},
+		"carriage return":       {good + "\r", nav1.MultipleLinesReason},
+		"NUL":                   {good + "\x00", nav1.ForbiddenCharacterReason},
+		"escape character":      {good + " \x1b[2J", nav1.ForbiddenCharacterReason},
+		"no-break space":        {fields[0] + "\u00a0" + edBlob, nav1.ForbiddenCharacterReason},
+		"line separator":        {good + "\u2028", nav1.ForbiddenCharacterReason},
+		"zero width space":      {fields[0] + " \u200b" + edBlob, nav1.ForbiddenCharacterReason},
+		"byte order mark":       {"\ufeff" + good, nav1.ForbiddenCharacterReason},
+		"100 KB of base64":      {"ssh-rsa " + strings.Repeat("A", 100<<10), nav1.KeyTooLongReason},
+		"second key in comment": {good + " " + line(t, edKey(t), "bob"), nav1.MultipleKeysReason},
+		"garbage":               {"hello world", nav1.MalformedKeyReason},
+		"empty":                 {"", nav1.MalformedKeyReason},
+		"bad base64":            {"ssh-ed25519 AAAA!!!!", nav1.MalformedKeyReason},
+		"wrong type name":       {"ssh-rsa " + edBlob + " x", nav1.MalformedKeyReason},
+		"invalid utf-8":         {good + " \xff", nav1.ForbiddenCharacterReason},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -209,7 +211,7 @@ func TestParseList(t *testing.T) {
 	if len(keys) != 2 || keys[0].Comment != "a" || keys[1].Comment != "b" {
 		t.Fatalf("keys %+v", keys)
 	}
-	if len(refusals) != 1 || refusals[0].Line != 5 || refusals[0].Reason != ReasonMalformed {
+	if len(refusals) != 1 || refusals[0].Line != 5 || refusals[0].Reason != nav1.MalformedKeyReason {
 		t.Fatalf("refusals %+v", refusals)
 	}
 
@@ -218,12 +220,12 @@ func TestParseList(t *testing.T) {
 		many.WriteString(line(t, edKey(t), fmt.Sprint(i)) + "\n")
 	}
 	keys, refusals = DefaultPolicy().ParseList(many.String())
-	if len(keys) != MaxKeysPerSource || len(refusals) != 1 || refusals[0].Reason != ReasonTooManyKeys || refusals[0].Line != MaxKeysPerSource+1 {
+	if len(keys) != MaxKeysPerSource || len(refusals) != 1 || refusals[0].Reason != nav1.TooManyKeysReason || refusals[0].Line != MaxKeysPerSource+1 {
 		t.Fatalf("%d keys, refusals %+v", len(keys), refusals)
 	}
 
 	keys, refusals = DefaultPolicy().ParseList(strings.Repeat("#", MaxSourceBytes+1))
-	if len(keys) != 0 || len(refusals) != 1 || refusals[0].Reason != ReasonTooLong {
+	if len(keys) != 0 || len(refusals) != 1 || refusals[0].Reason != nav1.KeyTooLongReason {
 		t.Fatalf("an oversized source: %d keys, %+v", len(keys), refusals)
 	}
 }
@@ -257,4 +259,32 @@ func FuzzParseList(f *testing.F) {
 			t.Fatalf("%d keys", len(keys))
 		}
 	})
+}
+
+// A key source is a Secret or ConfigMap read on someone else's behalf: a
+// refusal names the line and the reason, and at most the type and
+// fingerprint of a key that parsed; never any text of the line.
+func TestRefusalsNeverEchoTheSource(t *testing.T) {
+	weak := line(t, rsaKey(t, 2048), "weak-comment-text")
+	source := strings.Join([]string{
+		"hunter2-password",
+		"AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMIK7MDENGbPxRfiCY",
+		"ssh-ed25519 not-base64-secret!! trailing-secret-words",
+		`command="/opt/secret-command" ` + line(t, edKey(t), "opt-comment"),
+		"ssh-rsa " + strings.Fields(line(t, edKey(t), ""))[1] + " mislabelled-secret",
+		weak,
+		"token\x1bwith-escape-secret",
+	}, "\n")
+	_, refusals := DefaultPolicy().ParseList(source)
+	if len(refusals) != 7 {
+		t.Fatalf("want 7 refusals, got %d: %+v", len(refusals), refusals)
+	}
+	allowed := map[string]bool{"ssh-ed25519": true, "ssh-rsa": true}
+	for _, r := range refusals {
+		for _, word := range strings.FieldsFunc(source, func(c rune) bool { return c == ' ' || c == '\n' || c == '=' || c == '"' }) {
+			if len(word) >= 5 && !allowed[word] && strings.Contains(r.Message, word) {
+				t.Errorf("line %d: the message %q repeats %q from the source", r.Line, r.Message, word)
+			}
+		}
+	}
 }

@@ -74,8 +74,8 @@ func TestNodeAccess(t *testing.T) {
 			},
 		},
 	}
-	sources := map[SourceRef]string{secretRef: "# team\n" + k2 + "\nnot a key\n"}
-	res := NodeAccess(na, sources, Options{Policy: keypolicy.DefaultPolicy()}, now)
+	sources := map[SourceRef]Source{secretRef: {Content: "# team\n" + k2 + "\nnot a key\n"}}
+	res := NodeAccess(na, sources, nil, Options{Policy: keypolicy.DefaultPolicy()}, now)
 
 	if res.TooLarge != nil || res.Expired {
 		t.Fatalf("unexpected: tooLarge=%v expired=%v", res.TooLarge, res.Expired)
@@ -114,9 +114,9 @@ func TestNodeAccess(t *testing.T) {
 		refusals = append(refusals, fmt.Sprintf("%s|%s|%s", r.User, r.Source, r.Reason))
 	}
 	want := []string{
-		"alice|keys[3]|" + keypolicy.ReasonWeakKey,
-		"alice|secret team/keys key authorized_keys line 3|" + keypolicy.ReasonMalformed,
-		"root|users[1]|" + ReasonUserRefused,
+		"alice|keys[3]|" + nav1.WeakKeyReason,
+		"alice|secret team/keys key authorized_keys line 3|" + nav1.MalformedKeyReason,
+		"root|users[1]|" + nav1.UserRefusedReason,
 	}
 	if strings.Join(refusals, "\n") != strings.Join(want, "\n") {
 		t.Errorf("refusals:\n%s\nwant:\n%s", strings.Join(refusals, "\n"), strings.Join(want, "\n"))
@@ -126,18 +126,20 @@ func TestNodeAccess(t *testing.T) {
 	}
 
 	// Same inputs, same output.
-	again := NodeAccess(na, sources, Options{Policy: keypolicy.DefaultPolicy()}, now)
+	again := NodeAccess(na, sources, nil, Options{Policy: keypolicy.DefaultPolicy()}, now)
 	if again.Spec.Hash != res.Spec.Hash {
 		t.Error("rendering is not deterministic")
 	}
 
 	// root is granted only when allowed.
-	allowed := NodeAccess(na, sources, Options{Policy: keypolicy.DefaultPolicy(), AllowRoot: true}, now)
+	allowed := NodeAccess(na, sources, nil, Options{Policy: keypolicy.DefaultPolicy(), AllowRoot: true}, now)
 	if len(allowed.Spec.Users) != 2 || allowed.Spec.Users[1].Name != "root" {
 		t.Errorf("root not granted with AllowRoot: %+v", allowed.Spec.Users)
 	}
 }
 
+// Suspended and expired grants render their accounts with no key, so the
+// agents visit them and prove the keys gone.
 func TestSuspendedAndExpiredRenderNoKeys(t *testing.T) {
 	now := time.Now()
 	k, _ := ed(t, "k")
@@ -147,12 +149,15 @@ func TestSuspendedAndExpiredRenderNoKeys(t *testing.T) {
 	}
 	suspended := base.DeepCopy()
 	suspended.Spec.Suspend = true
-	if res := NodeAccess(suspended, nil, Options{Policy: keypolicy.DefaultPolicy()}, now); len(res.Spec.Users) != 0 || !res.Spec.Suspend || res.Spec.Hash == "" {
+	noKeys := func(res Result) bool {
+		return len(res.Spec.Users) == 1 && res.Spec.Users[0].Name == "alice" && len(res.Spec.Users[0].Keys) == 0 && res.Keys == 0 && res.Spec.Hash != ""
+	}
+	if res := NodeAccess(suspended, nil, nil, Options{Policy: keypolicy.DefaultPolicy()}, now); !noKeys(res) || !res.Spec.Suspend {
 		t.Errorf("suspended grant rendered %+v", res.Spec)
 	}
 	expired := base.DeepCopy()
 	expired.Spec.ExpiresAt = &metav1.Time{Time: now.Add(-time.Second)}
-	if res := NodeAccess(expired, nil, Options{Policy: keypolicy.DefaultPolicy()}, now); len(res.Spec.Users) != 0 || !res.Expired {
+	if res := NodeAccess(expired, nil, nil, Options{Policy: keypolicy.DefaultPolicy()}, now); !noKeys(res) || !res.Expired {
 		t.Errorf("expired grant rendered %+v", res.Spec)
 	}
 }
@@ -164,7 +169,7 @@ func TestTooManyKeysRefusesTheWholeGrant(t *testing.T) {
 		content.WriteString(line + "\n")
 	}
 	na := &nav1.NodeAccess{ObjectMeta: metav1.ObjectMeta{Name: "big", UID: "u"}, Spec: nav1.NodeAccessSpec{}}
-	sources := map[SourceRef]string{}
+	sources := map[SourceRef]Source{}
 	// 5 keys per source line-set, spread over enough accounts and sources to pass MaxKeys.
 	for u := 0; u < nav1.MaxUsers; u++ {
 		user := nav1.UserAccess{Name: fmt.Sprintf("u%d", u)}
@@ -176,15 +181,17 @@ func TestTooManyKeysRefusesTheWholeGrant(t *testing.T) {
 				line, _ := ed(t, "x")
 				lines.WriteString(line + "\n")
 			}
-			sources[ref] = lines.String()
+			sources[ref] = Source{Content: lines.String()}
 		}
 		na.Spec.Users = append(na.Spec.Users, user)
 	}
-	res := NodeAccess(na, sources, Options{Policy: keypolicy.DefaultPolicy()}, time.Now())
-	if res.TooLarge == nil || !strings.Contains(res.TooLarge.Error(), "at most 4096") {
+	res := NodeAccess(na, sources, nil, Options{Policy: keypolicy.DefaultPolicy()}, time.Now())
+	if res.TooLarge == nil || !strings.Contains(res.TooLarge.Error(), "at most 4096") || !res.Narrowed {
 		t.Fatalf("want the grant refused as too large, got %v (%d keys)", res.TooLarge, res.Keys)
 	}
-	if len(res.Spec.Users) != 0 || res.Spec.Hash != "" {
-		t.Fatal("a grant over the limit must render nothing to write")
+	for _, u := range res.Spec.Users {
+		if len(u.Keys) != 0 {
+			t.Fatal("a new grant over the limit must grant no key")
+		}
 	}
 }

@@ -130,8 +130,19 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 			}
 		}
 	}
-	if !can("ClusterRole/nodeaccess-manager-role", "", "secrets", "get") {
-		t.Error("the manager must be able to read key sources")
+	// No cluster-wide read of Secrets: a namespace opts in by binding the
+	// key-source reader; ConfigMaps (public keys) stay readable.
+	for _, managerRole := range []string{"ClusterRole/nodeaccess-manager-role", "Role/nodeaccess-manager-role"} {
+		if can(managerRole, "", "secrets", "get", "list", "watch") {
+			t.Errorf("%s can read Secrets; namespaces must opt in instead", managerRole)
+		}
+	}
+	if !can("ClusterRole/nodeaccess-manager-role", "", "configmaps", "get") {
+		t.Error("the manager must be able to read ConfigMap key sources")
+	}
+	reader := byName["ClusterRole/nodeaccess-key-source-reader"]
+	if len(reader) != 1 || !slices.Equal(reader[0].Resources, []string{"secrets"}) || slices.ContainsFunc(reader[0].Verbs, func(v string) bool { return slices.Contains(writes, v) }) {
+		t.Errorf("the key-source reader must read Secrets and nothing else: %+v", reader)
 	}
 	// Teams' roles reach NodeAccess objects only.
 	for _, team := range []string{"ClusterRole/nodeaccess-editor", "ClusterRole/nodeaccess-viewer"} {
