@@ -82,7 +82,7 @@ func TestHomePathRule(t *testing.T) {
 		}, wantDir: "/var/home/alice"},
 		{name: "root-made /home/alice -> /data/alice (last component)", setup: both(dir("data/alice", uid, 0o700), rootLink("/data/alice", "home/alice")), wantDir: "/data/alice"},
 		{name: "root-made link in a directory the user owns", home: "/home/alice/sub",
-			setup: both(dir("home/alice", uid, 0o755), dir("data/sub", uid, 0o700), rootLink("/data/sub", "home/alice/sub")),
+			setup:  both(dir("home/alice", uid, 0o755), dir("data/sub", uid, 0o700), rootLink("/data/sub", "home/alice/sub")),
 			reason: nav1.UnsafePathReason, state: Unknown},
 		{name: "root-made link to root's home", setup: both(dir("root", 0, 0o700), rootLink("/root", "home/alice")), reason: nav1.HomeUnsafeReason, state: NoFile},
 		{name: "link loop", setup: both(rootLink("b", "home/alice"), rootLink("alice", "home/b")), reason: nav1.UnsafePathReason, state: Unknown},
