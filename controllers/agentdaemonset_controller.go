@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 
 	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -33,6 +34,10 @@ type AgentDaemonSetReconciler struct {
 	// when it does not exist (the manager runs outside the cluster), the
 	// DaemonSet has no owner.
 	OwnerDeployment string
+
+	// written is the resourceVersion of the DaemonSet as the manager last
+	// wrote it: an event for exactly that object is the manager's own write.
+	written atomic.Value
 }
 
 // SetupWithManager registers the controller; one event at start creates the DaemonSet.
@@ -42,9 +47,13 @@ func (r *AgentDaemonSetReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	isAgent := predicate.NewPredicateFuncs(func(o client.Object) bool {
 		return o.GetNamespace() == r.Options.Namespace && o.GetName() == agentdaemonset.Name
 	})
+	// Only a change to what the manager sets (its spec, labels and
+	// annotations) or a deletion calls for a repair; the DaemonSet's status
+	// changes at every pod start and must not cause a write.
+	drift := predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}, predicate.AnnotationChangedPredicate{})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("agentdaemonset").
-		For(&appsv1.DaemonSet{}, builder.WithPredicates(isAgent)).
+		For(&appsv1.DaemonSet{}, builder.WithPredicates(isAgent, drift)).
 		WatchesRawSource(source.Channel(start, &handler.EnqueueRequestForObject{})).
 		Complete(r)
 }
@@ -54,6 +63,14 @@ func (r *AgentDaemonSetReconciler) SetupWithManager(mgr ctrl.Manager) error {
 func (r *AgentDaemonSetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	if req.Name != agentdaemonset.Name || req.Namespace != r.Options.Namespace {
 		return ctrl.Result{}, nil
+	}
+	current := &appsv1.DaemonSet{}
+	err := r.Client.Get(ctx, req.NamespacedName, current)
+	if client.IgnoreNotFound(err) != nil {
+		return ctrl.Result{}, fmt.Errorf("reading agent daemonset: %w", err)
+	}
+	if err == nil && r.written.Load() == current.ResourceVersion {
+		return ctrl.Result{}, nil // the manager's own write: nothing drifted since
 	}
 	ds := agentdaemonset.DaemonSet(r.Options)
 	if r.OwnerDeployment != "" {
@@ -69,9 +86,11 @@ func (r *AgentDaemonSetReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 			return ctrl.Result{}, fmt.Errorf("reading operator deployment: %w", err)
 		}
 	}
-	if err := applyObject(ctx, r.Client, ds); err != nil {
+	applied, err := applyObjectResult(ctx, r.Client, ds)
+	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("applying agent daemonset: %w", err)
 	}
+	r.written.Store(applied.GetResourceVersion())
 	return ctrl.Result{}, nil
 }
 

@@ -14,12 +14,22 @@ var nodeListGVK = schema.GroupVersionKind{Version: "v1", Kind: "NodeList"}
 // applyObject server-side applies obj (with its TypeMeta set) as the
 // manager, taking ownership of every field it sets.
 func applyObject(ctx context.Context, c client.Client, obj runtime.Object) error {
+	_, err := applyObjectResult(ctx, c, obj)
+	return err
+}
+
+// applyObjectResult is applyObject returning the object as the API server
+// stored it.
+func applyObjectResult(ctx context.Context, c client.Client, obj runtime.Object) (*unstructured.Unstructured, error) {
 	raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	u := &unstructured.Unstructured{Object: raw}
 	unstructured.RemoveNestedField(u.Object, "metadata", "creationTimestamp")
 	unstructured.RemoveNestedField(u.Object, "status")
-	return c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership)
+	if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+		return nil, err
+	}
+	return u, nil
 }

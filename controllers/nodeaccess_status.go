@@ -65,7 +65,7 @@ func (r *NodeAccessReconciler) observe(ctx context.Context, na *nav1.NodeAccess)
 func computeStatus(na *nav1.NodeAccess, res *render.Result, overLimit error, obs observation, now time.Time) nav1.NodeAccessStatus {
 	st := nav1.NodeAccessStatus{
 		ObservedGeneration: na.Generation,
-		KeysGranted:        int32(res.Keys),
+		KeysGranted:        int32(keysOf(&res.Spec)),
 		NextExpiry:         res.NextExpiry,
 		RefusedKeys:        res.Refused,
 		Conditions:         append([]metav1.Condition(nil), na.Status.Conditions...),
@@ -94,6 +94,16 @@ func computeStatus(na *nav1.NodeAccess, res *render.Result, overLimit error, obs
 	set(progressingCondition(st.SelectedNodes, st.NodesInSync))
 	set(readyCondition(na, res, &st, selErr))
 	return st
+}
+
+// keysOf counts the keys a rendered spec grants: what the nodes are given,
+// which for a narrowed rendering is less than what the NodeAccess asks.
+func keysOf(spec *nav1.RenderedNodeAccessSpec) int {
+	n := 0
+	for _, u := range spec.Users {
+		n += len(u.Keys)
+	}
+	return n
 }
 
 // degradedCondition is True when part of the grant cannot be served.

@@ -1,0 +1,348 @@
+package controllers_test
+
+// The manager says "revoked" and "in sync" only on proof, removes access
+// whatever else is wrong with an update, and reports its own failures.
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
+	"github.com/nodeaccess/nodeaccess-operator/internal/agentdaemonset"
+	"github.com/nodeaccess/nodeaccess-operator/internal/testenv"
+)
+
+func gone(name string) func() error {
+	return func() error {
+		if err := k8sClient.Get(context.Background(), client.ObjectKey{Name: name}, &nav1.NodeAccess{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("still there (%v)", err)
+		}
+		return nil
+	}
+}
+
+// eventNote returns the note of the first Event with reason about name.
+func eventNote(name, reason string) string {
+	var list eventsv1.EventList
+	_ = k8sClient.List(context.Background(), &list)
+	for _, e := range list.Items {
+		if e.Regarding.Kind == "NodeAccess" && e.Regarding.Name == name && e.Reason == reason {
+			return e.Note
+		}
+	}
+	return ""
+}
+
+// A node whose agent cannot read alice's file cannot prove the keys gone:
+// the NodeAccess waits, saying so, and is never reported revoked on that
+// node's word. Mended in time, the keys go and the revocation is proven;
+// left alone, the NodeAccess is released at the timeout with a Warning
+// naming the node, whose agent keeps listing the grant and removes the keys
+// once it can.
+func TestRevocationWaitsForProof(t *testing.T) {
+	for _, mendInTime := range []bool{true, false} {
+		name := fmt.Sprintf("proof-%v", mendInTime)
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			nodes := startNodes(t, name, name)
+			k := newKey(t, "k")
+			create(t, nodeAccess(name, name, k.line))
+			testenv.Eventually(t, timeout, "key on node", holds(nodes[0], k.blob))
+			testenv.Eventually(t, timeout, "Ready", statusIs(name, 1, 1, 1, nav1.AllNodesInSyncReason))
+			na := &nav1.NodeAccess{}
+			must(t, k8sClient.Get(ctx, client.ObjectKey{Name: name}, na))
+			uid := string(na.UID)
+
+			home := filepath.Join(nodes[0].host.Root, "home", "alice")
+			must(t, os.Chmod(home, 0o775))
+			t.Cleanup(func() { _ = os.Chmod(home, 0o755) })
+			deleted := time.Now()
+			must(t, k8sClient.Delete(ctx, na))
+			testenv.Eventually(t, timeout, "Revoking, the node failing as possibly holding the keys", func() error {
+				got := &nav1.NodeAccess{}
+				if err := k8sClient.Get(ctx, client.ObjectKey{Name: name}, got); err != nil {
+					return err
+				}
+				c := meta.FindStatusCondition(got.Status.Conditions, nav1.ProgressingCondition)
+				if c == nil || c.Reason != nav1.RevokingReason || len(got.Status.FailingNodes) != 1 ||
+					got.Status.FailingNodes[0].Node != nodes[0].name || got.Status.FailingNodes[0].Reason != nav1.PossiblyHeldReason {
+					return fmt.Errorf("progressing %+v, failing %+v", c, got.Status.FailingNodes)
+				}
+				return nil
+			})
+			if !strings.Contains(nodes[0].host.Read("alice"), k.blob) {
+				t.Fatal("the key left a home the agent may not write")
+			}
+			if err := hasEvent(name, nav1.RevokedEventReason)(); err == nil {
+				t.Fatal("Revoked while a node could not prove the keys gone")
+			}
+
+			if mendInTime {
+				must(t, os.Chmod(home, 0o755))
+				testenv.Eventually(t, timeout, "keys removed once readable", holds(nodes[0]))
+				testenv.Eventually(t, timeout, "NodeAccess gone", gone(name))
+				if time.Since(deleted) >= revocationTimeout {
+					t.Fatal("released by the timeout, not by the proof")
+				}
+				testenv.Eventually(t, timeout, "Revoked event", hasEvent(name, nav1.RevokedEventReason))
+				return
+			}
+			testenv.Eventually(t, revocationTimeout+timeout, "released at the timeout", gone(name))
+			// The deletion timestamp is whole seconds, up to one before the request.
+			if time.Since(deleted) < revocationTimeout-time.Second {
+				t.Fatalf("released after %s, before the timeout of %s", time.Since(deleted), revocationTimeout)
+			}
+			testenv.Eventually(t, timeout, "RevocationUnconfirmed naming the node", func() error {
+				if note := eventNote(name, nav1.RevocationUnconfirmedEventReason); !strings.Contains(note, nodes[0].name) {
+					return fmt.Errorf("event note %q", note)
+				}
+				return nil
+			})
+			if err := hasEvent(name, nav1.RevokedEventReason)(); err == nil {
+				t.Fatal("Revoked event for an unconfirmed revocation")
+			}
+			// The node's report still lists the grant, and its agent removes the keys when it can.
+			report := &nav1.NodeAccessReport{}
+			must(t, k8sClient.Get(ctx, client.ObjectKey{Name: nodes[0].name}, report))
+			listed := false
+			for _, g := range report.Status.Grants {
+				listed = listed || (g.UID == uid && !g.Applied && g.Reason == nav1.PossiblyHeldReason)
+			}
+			if !listed {
+				t.Fatalf("the report forgot the leftover grant: %+v", report.Status.Grants)
+			}
+			must(t, os.Chmod(home, 0o755))
+			testenv.Eventually(t, timeout, "keys removed by the agent later", holds(nodes[0]))
+			testenv.Eventually(t, timeout, "and the report clean", func() error {
+				must(t, k8sClient.Get(ctx, client.ObjectKey{Name: nodes[0].name}, report))
+				for _, g := range report.Status.Grants {
+					if g.UID == uid {
+						return fmt.Errorf("still listed: %+v", g)
+					}
+				}
+				return nil
+			})
+		})
+	}
+}
+
+// bulkSecret creates a Secret of n generated keys in ns and returns its source.
+func bulkSecret(t *testing.T, ns, name string, n int) nav1.KeySource {
+	t.Helper()
+	var content strings.Builder
+	for j := 0; j < n; j++ {
+		content.WriteString(newKey(t, fmt.Sprintf("%s-%d", name, j)).line + "\n")
+	}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Data: map[string][]byte{"k": []byte(content.String())}}
+	must(t, k8sClient.Create(context.Background(), secret))
+	t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), secret) })
+	return nav1.KeySource{SecretKeyRef: &nav1.ObjectKeySelector{Namespace: ns, Name: name, Key: "k"}}
+}
+
+func teamNamespace(t *testing.T, ns string) {
+	t.Helper()
+	must(t, client.IgnoreAlreadyExists(k8sClient.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})))
+	allowSecrets(t, ns)
+}
+
+// A change that removes access reaches the nodes even when the rest of the
+// update is refused as too large: suspend, and an earlier expiry.
+func TestRemovalsReachTheNodesWhateverTheSize(t *testing.T) {
+	nodes := startNodes(t, "shrink", "shrink")
+	teamNamespace(t, "team-shrink")
+	var bulk []nav1.KeySource
+	for i := range 5 {
+		bulk = append(bulk, bulkSecret(t, "team-shrink", fmt.Sprintf("bulk-%d", i), 1000))
+	}
+	k := newKey(t, "k")
+	create(t, nodeAccess("shrink", "shrink", k.line))
+	testenv.Eventually(t, timeout, "key on node", holds(nodes[0], k.blob))
+
+	// Over the key limit, and suspended: the keys go.
+	update(t, "shrink", func(na *nav1.NodeAccess) {
+		na.Spec.Users[0].KeysFrom = bulk
+		na.Spec.Suspend = true
+	})
+	testenv.Eventually(t, timeout, "suspended keys removed", holds(nodes[0]))
+	testenv.Eventually(t, timeout, "Suspended, proven", statusIs("shrink", 1, 1, 0, nav1.SuspendedReason))
+
+	// Resumed while still over the limit: nothing the last accepted version
+	// did not grant comes back.
+	update(t, "shrink", func(na *nav1.NodeAccess) { na.Spec.Suspend = false })
+	testenv.Eventually(t, timeout, "TooManyKeys, granting nothing", statusIs("shrink", 1, 1, 0, nav1.TooManyKeysReason))
+	must(t, holds(nodes[0])())
+
+	// Back under the limit, then over it again with an earlier expiry: the
+	// key stays until that expiry, then goes by the agent's clock.
+	update(t, "shrink", func(na *nav1.NodeAccess) { na.Spec.Users[0].KeysFrom = nil })
+	testenv.Eventually(t, timeout, "key back", holds(nodes[0], k.blob))
+	end := metav1.NewTime(time.Now().Add(4 * time.Second).Truncate(time.Second))
+	update(t, "shrink", func(na *nav1.NodeAccess) {
+		na.Spec.Users[0].KeysFrom = bulk
+		na.Spec.ExpiresAt = &end
+	})
+	testenv.Eventually(t, timeout, "Degraded TooManyKeys", func() error {
+		na := &nav1.NodeAccess{}
+		must(t, k8sClient.Get(context.Background(), client.ObjectKey{Name: "shrink"}, na))
+		if c := meta.FindStatusCondition(na.Status.Conditions, nav1.DegradedCondition); c == nil || c.Reason != nav1.TooManyKeysReason {
+			return fmt.Errorf("degraded %+v", c)
+		}
+		return nil
+	})
+	must(t, holds(nodes[0], k.blob)())
+	testenv.Eventually(t, timeout, "key removed at the earlier expiry", holds(nodes[0]))
+	if time.Now().Before(end.Time) {
+		t.Fatal("removed before the expiry")
+	}
+}
+
+// Keys for one account over all grants are bounded at render time: a grant
+// that would take alice's file past the bound is refused in status and an
+// Event before any node sees it.
+func TestAccountOverflowIsRefusedAtRenderTime(t *testing.T) {
+	nodes := startNodes(t, "overflow", "overflow")
+	teamNamespace(t, "team-overflow")
+	a := nodeAccess("overflow-a", "overflow")
+	a.Spec.Users[0].KeysFrom = []nav1.KeySource{bulkSecret(t, "team-overflow", "a", 1000)}
+	create(t, a)
+	testenv.Eventually(t, timeout, "the first grant Ready", statusIs("overflow-a", 1, 1, 1000, nav1.AllNodesInSyncReason))
+
+	b := nodeAccess("overflow-b", "overflow")
+	b.Spec.Users[0].KeysFrom = []nav1.KeySource{bulkSecret(t, "team-overflow", "b1", 800), bulkSecret(t, "team-overflow", "b2", 700)}
+	create(t, b)
+	testenv.Eventually(t, timeout, "the second refused for alice's bound", func() error {
+		na := &nav1.NodeAccess{}
+		must(t, k8sClient.Get(context.Background(), client.ObjectKey{Name: "overflow-b"}, na))
+		c := meta.FindStatusCondition(na.Status.Conditions, nav1.DegradedCondition)
+		if c == nil || c.Reason != nav1.ClusterLimitReason || !strings.Contains(c.Message, "account alice") {
+			return fmt.Errorf("degraded %+v", c)
+		}
+		return nil
+	})
+	testenv.Eventually(t, timeout, "ClusterLimitExceeded event", hasEvent("overflow-b", nav1.ClusterLimitReason))
+	if got := len(nodes[0].host.ManagedKeys("alice")); got != 1000 {
+		t.Fatalf("alice holds %d keys, want only the first grant's 1000", got)
+	}
+	if err := k8sClient.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: "overflow-b"}, &nav1.RenderedNodeAccess{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("the refused grant was rendered for the agents (%v)", err)
+	}
+}
+
+// An error the manager meets reaches status and an Event instead of leaving
+// a stale Ready; it recovers by itself once the error is gone. The error is
+// real: an admission policy makes the API server refuse the manager's
+// write of the rendered grant.
+func TestReconcileErrorsReachStatus(t *testing.T) {
+	ctx := context.Background()
+	startNodes(t, "doomed", "doomed")
+	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "test-refuse-doomed"},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr(admissionregistrationv1.Fail),
+			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
+					Rule:       admissionregistrationv1.Rule{APIGroups: []string{"nodeaccess.io"}, APIVersions: []string{"*"}, Resources: []string{"renderednodeaccesses"}},
+				},
+			}}},
+			Validations: []admissionregistrationv1.Validation{{Expression: "object.metadata.name != 'doomed'", Message: "the test refuses this write"}},
+		},
+	}
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "test-refuse-doomed"},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{PolicyName: policy.Name,
+			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}},
+	}
+	must(t, k8sClient.Create(ctx, policy))
+	must(t, k8sClient.Create(ctx, binding))
+	t.Cleanup(func() { _ = k8sClient.Delete(ctx, binding); _ = k8sClient.Delete(ctx, policy) })
+	// The policy is in force once it refuses a write of ours.
+	testenv.Eventually(t, timeout, "the policy in force", func() error {
+		probe := &nav1.RenderedNodeAccess{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "doomed"},
+			Spec: nav1.RenderedNodeAccessSpec{NodeAccessName: "doomed", NodeAccessUID: "probe", Hash: "h"}}
+		if err := k8sClient.Create(ctx, probe); err == nil {
+			_ = k8sClient.Delete(ctx, probe)
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+
+	k := newKey(t, "k")
+	create(t, nodeAccess("doomed", "doomed", k.line))
+	testenv.Eventually(t, timeout, "ReconcileFailed in Ready and Degraded", func() error {
+		na := &nav1.NodeAccess{}
+		must(t, k8sClient.Get(ctx, client.ObjectKey{Name: "doomed"}, na))
+		for _, ct := range []string{nav1.ReadyCondition, nav1.DegradedCondition} {
+			c := meta.FindStatusCondition(na.Status.Conditions, ct)
+			if c == nil || c.Reason != nav1.ReconcileFailedReason || !strings.Contains(c.Message, "the test refuses this write") {
+				return fmt.Errorf("%s %+v", ct, c)
+			}
+		}
+		if na.Status.ObservedGeneration == na.Generation {
+			return fmt.Errorf("observedGeneration advanced on a failure")
+		}
+		return nil
+	})
+	testenv.Eventually(t, timeout, "ReconcileFailed event", hasEvent("doomed", nav1.ReconcileFailedReason))
+
+	must(t, k8sClient.Delete(ctx, binding))
+	testenv.Eventually(t, timeout, "recovered", statusIs("doomed", 1, 1, 1, nav1.AllNodesInSyncReason))
+}
+
+// The agent DaemonSet's status changes with every pod; only a change to
+// what the manager sets makes it write the DaemonSet again.
+func TestAgentDaemonSetIsReappliedOnlyOnDrift(t *testing.T) {
+	ctx := context.Background()
+	key := client.ObjectKey{Namespace: namespace, Name: agentdaemonset.Name}
+	ds := &appsv1.DaemonSet{}
+	testenv.Eventually(t, timeout, "DaemonSet created", func() error { return k8sClient.Get(ctx, key, ds) })
+	applies := func() int { return writes.matching("PATCH", "daemonsets/"+agentdaemonset.Name) }
+	// edit changes the spec and waits for the manager to undo it: once it
+	// has, the manager has seen every change to the DaemonSet before it.
+	edit := func() {
+		must(t, k8sClient.Get(ctx, key, ds))
+		ds.Spec.Template.Spec.Containers[0].Image = "evil.example.com/agent:latest"
+		must(t, k8sClient.Update(ctx, ds))
+		testenv.Eventually(t, timeout, "edit undone", func() error {
+			got := &appsv1.DaemonSet{}
+			if err := k8sClient.Get(ctx, key, got); err != nil {
+				return err
+			}
+			if img := got.Spec.Template.Spec.Containers[0].Image; img != agentImage {
+				return fmt.Errorf("image %q", img)
+			}
+			return nil
+		})
+	}
+	edit()
+	before := applies()
+	for i := 1; i <= 5; i++ {
+		testenv.Eventually(t, timeout, "updating the DaemonSet's status", func() error {
+			if err := k8sClient.Get(ctx, key, ds); err != nil {
+				return err
+			}
+			ds.Status.DesiredNumberScheduled, ds.Status.NumberReady = int32(i), int32(i)
+			return k8sClient.Status().Update(ctx, ds)
+		})
+	}
+	edit()
+	if n := applies() - before; n != 1 {
+		t.Fatalf("the manager wrote the DaemonSet %d times for 5 status changes and 1 edit; want once", n)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
