@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
+	"github.com/nodeaccess/nodeaccess-operator/internal/desiredstate"
 	"github.com/nodeaccess/nodeaccess-operator/internal/render"
 )
 
@@ -68,7 +69,7 @@ func computeStatus(na *nav1.NodeAccess, res *render.Result, obs observation, now
 		RefusedKeys:        res.Refused,
 		Conditions:         append([]metav1.Condition(nil), na.Status.Conditions...),
 	}
-	selector, selErr := metav1.LabelSelectorAsSelector(&na.Spec.NodeSelector)
+	selector, selErr := desiredstate.Selector(&na.Spec.NodeSelector)
 	sort.Slice(obs.nodes, func(i, j int) bool { return obs.nodes[i].name < obs.nodes[j].name })
 	for _, n := range obs.nodes {
 		g, reported := obs.reports[n.name]
@@ -99,7 +100,7 @@ func degradedCondition(res *render.Result, failing []nav1.NodeFailure, selErr er
 	c := metav1.Condition{Type: nav1.DegradedCondition, Status: metav1.ConditionTrue}
 	switch {
 	case selErr != nil:
-		c.Reason, c.Message = nav1.InvalidSelectorReason, "nodeSelector is invalid: "+selErr.Error()
+		c.Reason, c.Message = nav1.InvalidSelectorReason, selErr.Error()
 	case res.TooLarge != nil:
 		c.Reason, c.Message = render.ReasonTooManyKeys, res.TooLarge.Error()+"; the nodes keep the last accepted keys"
 	case len(res.Missing) > 0:
