@@ -112,12 +112,12 @@ func (o *Options) runGrant(cmd *cobra.Command, name string, g *grantOptions) err
 		o.warnf("%s", clean(err.Error()))
 	}
 
-	operation := "created"
+	operation := "%s"
 	switch g.dryRun {
 	case "client":
-		operation = "created (dry run)"
+		operation = "%s (dry run)"
 	case "server":
-		operation = "created (server dry run)"
+		operation = "%s (server dry run)"
 	}
 	if err := g.printFlag.Complete(operation); err != nil {
 		return err
