@@ -35,10 +35,10 @@ func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	// chosen with --context.
 	o.ConfigFlags.AuthInfoName = nil
 	root := &cobra.Command{
-		Use:   "kubectl-nodeaccess",
+		Use: "kubectl-nodeaccess",
 		// kubectl runs kubectl-nodeaccess as "kubectl nodeaccess".
 		Annotations: map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl nodeaccess"},
-		Short: "Grant, inspect and use SSH access to nodes managed by nodeaccess-operator",
+		Short:       "Grant, inspect and use SSH access to nodes managed by nodeaccess-operator",
 		Long: `Grant, inspect and use SSH access to the nodes of a cluster run by
 nodeaccess-operator: who can reach a node, whether a grant is in sync on
 every node, grant with a TTL, revoke and wait for every node, and

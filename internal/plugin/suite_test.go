@@ -7,8 +7,8 @@ package plugin_test
 
 import (
 	"bytes"
-	"encoding/base64"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"strings"
@@ -20,8 +20,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
@@ -144,7 +144,7 @@ func createGrant(t *testing.T, name string, sel map[string]string, users ...nav1
 	ctx := context.Background()
 	na := &nav1.NodeAccess{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: nav1.NodeAccessSpec{NodeSelector: metav1.LabelSelector{MatchLabels: sel}, Users: []nav1.UserAccess{}},
+		Spec:       nav1.NodeAccessSpec{NodeSelector: metav1.LabelSelector{MatchLabels: sel}, Users: []nav1.UserAccess{}},
 	}
 	for _, u := range users {
 		ua := nav1.UserAccess{Name: u.Name}
