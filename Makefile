@@ -72,12 +72,20 @@ verify: generate manifests catalog ## Fail when generated files (deepcopy, CRDs,
 		git status --porcelain -- api config bundle bundle.Dockerfile catalog; git --no-pager diff --stat -- api config bundle bundle.Dockerfile catalog; exit 1; \
 	fi
 
+# DEBIAN_TEST_PACKAGES are the Debian packages tests need: a real sshd and ssh
+# client (the host key scanner, the agent's probe, kubectl nodeaccess's ssh tests).
+DEBIAN_TEST_PACKAGES ?= openssh-server openssh-client
+
+.PHONY: test-packages
+test-packages: ## Install the Debian packages the tests need, when missing (needs root).
+	hack/debian-packages.sh $(DEBIAN_TEST_PACKAGES)
+
 .PHONY: test
-test: manifests generate fmt vet k8s-bin ## Run every test: unit, fuzz seeds, envtest suites (real kube-apiserver and etcd) and the e2e suite on the local cluster.
+test: manifests generate fmt vet k8s-bin test-packages ## Run every test: unit, fuzz seeds, envtest suites (real kube-apiserver and etcd) and the e2e suite on the local cluster.
 	KUBEBUILDER_ASSETS="$(K8S_BIN)" go test $(GOTEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: test-e2e
-test-e2e: manifests generate k8s-bin ## Run only the e2e suite: the local cluster, the manager and agents as processes, faults injected.
+test-e2e: manifests generate k8s-bin test-packages ## Run only the e2e suite: the local cluster, the manager and agents as processes, faults injected.
 	KUBEBUILDER_ASSETS="$(K8S_BIN)" go test $(GOTEST_FLAGS) -timeout $(TEST_TIMEOUT) -v ./test/e2e/
 
 .PHONY: test-olm
@@ -103,9 +111,10 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
 ##@ Build
 
 .PHONY: build
-build: generate fmt vet ## Build the manager and agent binaries into bin/.
+build: generate fmt vet ## Build the manager, agent and kubectl-nodeaccess binaries into bin/.
 	go build -o $(LOCALBIN)/manager .
 	go build -o $(LOCALBIN)/agent ./cmd/agent
+	go build -o $(LOCALBIN)/kubectl-nodeaccess ./cmd/kubectl-nodeaccess
 
 .PHONY: run
 run: manifests generate fmt vet ## Run the manager against the cluster of the current kubeconfig.
@@ -162,8 +171,8 @@ envtest: ## Build etcd, kube-apiserver and kubectl into bin/k8s (from Go modules
 	hack/tools/build.sh etcd kube-apiserver kubectl
 
 .PHONY: k8s-bin
-k8s-bin: envtest ## Build the whole local cluster into bin/k8s: also kube-controller-manager, kube-scheduler, kwok, opm and OLM's olm and catalog.
-	hack/tools/build.sh kube-controller-manager kube-scheduler kwok opm olm catalog
+k8s-bin: envtest ## Build the whole local cluster into bin/k8s: also kube-controller-manager, kube-scheduler, kwok, opm, OLM's olm and catalog, and krew's manifest validator.
+	hack/tools/build.sh kube-controller-manager kube-scheduler kwok opm olm catalog validate-krew-manifest
 
 .PHONY: kubectl
 kubectl: ## Build kubectl into bin/k8s.

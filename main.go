@@ -47,6 +47,7 @@ type options struct {
 	agentImage         string
 	agentMaxUnavail    string
 	operatorDeployment string
+	nodeSSHDPort       int
 	allowRoot          bool
 	minRSABits         int
 	allowCertificates  bool
@@ -78,6 +79,8 @@ func run() error {
 		"How many agents a rolling update of the DaemonSet stops at once (a number or a percentage).")
 	flag.StringVar(&opts.operatorDeployment, "operator-deployment", "nodeaccess-controller-manager",
 		"Name of the operator's Deployment, which owns the agent DaemonSet.")
+	flag.IntVar(&opts.nodeSSHDPort, "node-sshd-port", 22,
+		"Port of the nodes' sshd: each agent probes it on its node's IP and publishes the host keys in the node's report (0: not probed).")
 	flag.BoolVar(&opts.allowRoot, "allow-root-user", false,
 		"Allow NodeAccess objects to grant keys to the root account.")
 	flag.IntVar(&opts.minRSABits, "min-rsa-bits", keypolicy.DefaultMinRSABits,
@@ -119,6 +122,9 @@ func run() error {
 	if opts.namespace == "" {
 		return fmt.Errorf("--namespace (or $POD_NAMESPACE) is required")
 	}
+	if opts.nodeSSHDPort < 0 || opts.nodeSSHDPort > 65535 {
+		return fmt.Errorf("--node-sshd-port %d is not between 0 and 65535", opts.nodeSSHDPort)
+	}
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)
@@ -146,6 +152,7 @@ func run() error {
 		AgentImage:          opts.agentImage,
 		AgentMaxUnavailable: intstr.Parse(opts.agentMaxUnavail),
 		OperatorDeployment:  opts.operatorDeployment,
+		NodeSSHDPort:        int32(opts.nodeSSHDPort),
 		Render: render.Options{
 			Policy:    keypolicy.Policy{MinRSABits: opts.minRSABits, AllowCertificates: opts.allowCertificates},
 			AllowRoot: opts.allowRoot,

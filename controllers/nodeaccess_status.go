@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
+	"github.com/nodeaccess/nodeaccess-operator/internal/desiredstate"
 	"github.com/nodeaccess/nodeaccess-operator/internal/render"
 )
 
@@ -70,7 +71,7 @@ func computeStatus(na *nav1.NodeAccess, res *render.Result, overLimit error, obs
 		RefusedKeys:        res.Refused,
 		Conditions:         append([]metav1.Condition(nil), na.Status.Conditions...),
 	}
-	selector, selErr := metav1.LabelSelectorAsSelector(&na.Spec.NodeSelector)
+	selector, selErr := desiredstate.Selector(&na.Spec.NodeSelector)
 	sort.Slice(obs.nodes, func(i, j int) bool { return obs.nodes[i].name < obs.nodes[j].name })
 	for _, n := range obs.nodes {
 		g, reported := obs.reports[n.name]
@@ -112,7 +113,7 @@ func degradedCondition(res *render.Result, overLimit error, failing []nav1.NodeF
 	kept := "; the nodes keep only the keys the last accepted version and this one both grant"
 	switch {
 	case selErr != nil:
-		c.Reason, c.Message = nav1.InvalidSelectorReason, "nodeSelector is invalid: "+selErr.Error()
+		c.Reason, c.Message = nav1.InvalidSelectorReason, selErr.Error()
 	case res.TooLarge != nil:
 		c.Reason, c.Message = nav1.TooManyKeysReason, res.TooLarge.Error()+kept
 	case overLimit != nil:

@@ -26,6 +26,9 @@ type Options struct {
 	AgentMaxUnavailable intstr.IntOrString
 	// OperatorDeployment owns the DaemonSet.
 	OperatorDeployment string
+	// NodeSSHDPort is the port of the nodes' sshd, which agents probe for
+	// host keys (0: they do not).
+	NodeSSHDPort int32
 	// Render holds the key policy.
 	Render render.Options
 	// RevocationTimeout bounds the wait for nodes to confirm a revocation.
@@ -75,6 +78,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		Client: mgr.GetClient(),
 		Options: agentdaemonset.Options{
 			Namespace: opts.Namespace, Image: opts.AgentImage, MaxUnavailable: opts.AgentMaxUnavailable,
+			SSHDPort: opts.NodeSSHDPort,
 		},
 		OwnerDeployment: opts.OperatorDeployment,
 	}

@@ -183,3 +183,26 @@ const (
 	// keep trying to remove the keys.
 	RevocationUnconfirmedEventReason = "RevocationUnconfirmed"
 )
+
+// Reasons of a NodeAccessReport's status.sshd: why no host key of the node's
+// sshd is known.
+const (
+	// SSHDUnreachableReason: nothing accepted a connection at the address
+	// (connection refused, no route).
+	SSHDUnreachableReason = "SSHDUnreachable"
+
+	// SSHDTimeoutReason: the connection or the handshake did not finish in time.
+	SSHDTimeoutReason = "SSHDTimeout"
+
+	// NotAnSSHServerReason: the server at the address did not answer with
+	// an SSH version string.
+	NotAnSSHServerReason = "NotAnSSHServer"
+
+	// NoHostKeysReason: the server speaks SSH but offered no host key of a
+	// supported type (Ed25519, ECDSA, RSA with SHA-2).
+	NoHostKeysReason = "NoHostKeys"
+
+	// SSHDHandshakeFailedReason: the SSH handshake failed for another reason;
+	// the message says which.
+	SSHDHandshakeFailedReason = "SSHDHandshakeFailed"
+)

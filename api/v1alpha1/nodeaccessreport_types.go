@@ -10,6 +10,14 @@ const (
 	MaxReportedGrants = 512
 	// MaxReportedAccountErrors is the most account errors one node report lists.
 	MaxReportedAccountErrors = 64
+	// MaxHostKeys is the most SSH host keys one node report lists.
+	MaxHostKeys = 8
+	// MaxHostKeyLength is the longest base64 host key a report carries (a
+	// 16384-bit RSA key fits).
+	MaxHostKeyLength = 4096
+	// MaxSSHDVersionLength is the longest sshd version string a report
+	// carries: the SSH protocol's own limit on the version line.
+	MaxSSHDVersionLength = 255
 )
 
 // NodeAccessReportSpec names the node a report describes.
@@ -62,6 +70,89 @@ type NodeAccessReportStatus struct {
 	// at a slow interval even when nothing changes.
 	// +optional
 	HeartbeatTime *metav1.Time `json:"heartbeatTime,omitempty"`
+
+	// sshd is the node's SSH server as the agent last observed it through an
+	// SSH handshake (no login): its address, version and host public keys.
+	// Absent when the agent does not probe sshd (its --sshd-port is 0 or it
+	// knows no address). It is as trustworthy as the policy that lets an
+	// agent write only its own node's report.
+	// +optional
+	SSHD *SSHDStatus `json:"sshd,omitempty"`
+}
+
+// SSHDStatus is what an agent observed of its node's sshd. Either hostKeys
+// holds the keys the server proved it holds, or reason says why none are
+// known; keys from an earlier observation are never kept.
+type SSHDStatus struct {
+	// address is the host and port the agent probed, for example
+	// "10.0.0.5:22" or "[fd00::5]:22": by default the node's own IP (the
+	// pod's status.hostIP) and port 22.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=261
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9.:\[\]%_-]+$`
+	Address string `json:"address"`
+
+	// version is the server's SSH version string, for example
+	// "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u6", reduced to printable ASCII.
+	// +optional
+	// +kubebuilder:validation:MaxLength=255
+	// +kubebuilder:validation:Pattern=`^[ -~]*$`
+	Version string `json:"version,omitempty"`
+
+	// hostKeys are the server's host public keys, one per algorithm family
+	// (Ed25519, ECDSA, RSA), each proven by the server's signature during
+	// the handshake. Empty when the probe failed.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=8
+	HostKeys []SSHHostKey `json:"hostKeys,omitempty"`
+
+	// lastChangeTime is when the agent first observed the current content of
+	// this field (keys, version or failure); the report's heartbeatTime says
+	// when it was last confirmed. The agent probes at start and at every
+	// resync.
+	// +optional
+	LastChangeTime *metav1.Time `json:"lastChangeTime,omitempty"`
+
+	// reason is a CamelCase code when no host key could be observed, for
+	// example SSHDUnreachable or NotAnSSHServer.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^([A-Z][A-Za-z0-9]*)?$`
+	Reason string `json:"reason,omitempty"`
+
+	// message explains the failure.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
+}
+
+// SSHHostKey is one host public key of a node's sshd.
+type SSHHostKey struct {
+	// type is the key's type as known_hosts writes it, for example
+	// ssh-ed25519, ecdsa-sha2-nistp256 or ssh-rsa.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[a-z0-9@.-]+$`
+	Type string `json:"type"`
+
+	// key is the public key in base64, as in a known_hosts line.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=4096
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9+/]+={0,3}$`
+	Key string `json:"key"`
+
+	// fingerprint is the key's SHA256 fingerprint, as ssh-keygen -l prints
+	// it, for example "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s".
+	// +required
+	// +kubebuilder:validation:MinLength=8
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^SHA256:[A-Za-z0-9+/]+$`
+	Fingerprint string `json:"fingerprint"`
 }
 
 // GrantReport is the state of one NodeAccess on one node.

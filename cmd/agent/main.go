@@ -44,6 +44,8 @@ func run(args []string) error {
 		kubeconfig string
 		probeAddr  string
 		homeRoots  string
+		sshdHost   string
+		sshdPort   int
 	)
 	fs.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "Name of the node the agent keeps (default: $NODE_NAME).")
 	fs.StringVar(&cfg.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the rendered NodeAccess objects: the operator's (default: $POD_NAMESPACE).")
@@ -53,6 +55,8 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.Resync, "resync", time.Minute, "Longest time between two full applies, even when nothing is seen to change.")
 	fs.DurationVar(&cfg.Heartbeat, "heartbeat", 10*time.Minute, "Longest time between two writes of the node's report.")
 	fs.DurationVar(&cfg.ReportDelay, "report-delay", agent.DefaultReportDelay, "How long after a change the node's report is written, plus up to as much again at random (files are always written at once).")
+	fs.StringVar(&sshdHost, "sshd-host", os.Getenv("HOST_IP"), "Host of the node's sshd, whose version and host keys the agent reports (default: $HOST_IP, the node's IP; empty: not probed).")
+	fs.IntVar(&sshdPort, "sshd-port", 22, "Port of the node's sshd (0: not probed).")
 	fs.StringVar(&kubeconfig, "kubeconfig", "", "Path to a kubeconfig (default: in-cluster configuration).")
 	fs.StringVar(&probeAddr, "health-probe-bind-address", "0", "Address of the liveness and readiness probes (0 disables them).")
 	zapOpts := zap.Options{}
@@ -78,6 +82,10 @@ func run(args []string) error {
 			cfg.HomeRoots = append(cfg.HomeRoots, r)
 		}
 	}
+	var err error
+	if cfg.SSHDAddress, err = agent.SSHDAddress(sshdHost, sshdPort); err != nil {
+		return err
+	}
 	log := zap.New(zap.UseFlagOptions(&zapOpts)).WithValues("node", cfg.NodeName)
 	klog.SetLogger(log)
 
@@ -89,7 +97,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	log.Info("Starting agent", "namespace", cfg.Namespace, "hostRoot", cfg.HostRoot)
+	log.Info("Starting agent", "namespace", cfg.Namespace, "hostRoot", cfg.HostRoot, "sshd", cfg.SSHDAddress)
 	// On SIGTERM the agent stops and leaves every file as it is: an agent
 	// restart or upgrade never revokes access.
 	ctx, stop := signal.NotifyContext(logr.NewContext(context.Background(), log), syscall.SIGTERM, os.Interrupt)

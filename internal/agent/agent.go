@@ -63,6 +63,10 @@ type Config struct {
 	// to as much again at random; zero writes at once. The first report of
 	// a process and heartbeats are never delayed.
 	ReportDelay time.Duration
+	// SSHDAddress is the node's sshd (host:port; see SSHDAddress), whose
+	// version and host keys the agent probes at start and every Resync and
+	// reports; empty: not probed.
+	SSHDAddress string
 	// OnWrite, when set, is called after each write that changed an
 	// account's file, with the bytes written (benchmarks time propagation
 	// by it, at the moment the file changes, without polling).
@@ -85,6 +89,7 @@ type Agent struct {
 	api    *apiClient
 	writer *nodewriter.Writer
 	files  *fileWatcher
+	sshd   *sshdProbe
 	now    func() time.Time
 
 	// held maps an account to the grants its file held, with their key
@@ -120,8 +125,12 @@ func newAgent(cfg Config, src source, api *apiClient) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	sshd, err := newSSHDProbe(cfg.SSHDAddress, cfg.Resync)
+	if err != nil {
+		return nil, err
+	}
 	return &Agent{
-		cfg: cfg, src: src, api: api, writer: w, files: files, now: time.Now,
+		cfg: cfg, src: src, api: api, writer: w, files: files, sshd: sshd, now: time.Now,
 		held: map[string]map[authorizedkeys.Owner]int{}, unattributed: map[authorizedkeys.Owner]bool{},
 	}, nil
 }
@@ -186,7 +195,9 @@ func (a *Agent) Sync(ctx context.Context) (time.Duration, error) {
 	}
 	a.resolveUnattributed(results, scan)
 
-	reportIn, err := a.writeReport(ctx, node, buildReport(plan, results, a.unattributedList()), now)
+	report := buildReport(plan, results, a.unattributedList())
+	report.SSHD = a.sshd.status()
+	reportIn, err := a.writeReport(ctx, node, report, now)
 	if err != nil {
 		return 0, err
 	}

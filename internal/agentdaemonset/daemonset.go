@@ -4,6 +4,8 @@
 package agentdaemonset
 
 import (
+	"fmt"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -32,6 +34,9 @@ type Options struct {
 	Image string
 	// MaxUnavailable bounds how many agents a rolling update stops at once.
 	MaxUnavailable intstr.IntOrString
+	// SSHDPort is the port of each node's sshd, which its agent probes on
+	// the node's IP for the host keys it reports; 0 disables the probe.
+	SSHDPort int32
 }
 
 // Labels select the agent pods.
@@ -82,10 +87,14 @@ func DaemonSet(o Options) *appsv1.DaemonSet {
 						Args: []string{
 							"--host-root=" + HostRoot,
 							"--health-probe-bind-address=:8081",
+							// The node's sshd is reached on the node's IP,
+							// from the pod's network: no host path, no host network.
+							fmt.Sprintf("--sshd-port=%d", o.SSHDPort),
 						},
 						Env: []corev1.EnvVar{
 							{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
 							{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
+							{Name: "HOST_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}},
 						},
 						SecurityContext: &corev1.SecurityContext{
 							// Root, to write files owned by each user, but with only

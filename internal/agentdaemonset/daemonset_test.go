@@ -9,7 +9,7 @@ import (
 )
 
 func TestDaemonSetIsLeastPrivilege(t *testing.T) {
-	ds := DaemonSet(Options{Namespace: "nodeaccess-system", Image: "example.com/agent:1", MaxUnavailable: intstr.FromString("10%")})
+	ds := DaemonSet(Options{Namespace: "nodeaccess-system", Image: "example.com/agent:1", MaxUnavailable: intstr.FromString("10%"), SSHDPort: 2222})
 	pod := ds.Spec.Template.Spec
 	if len(pod.Containers) != 1 || len(pod.InitContainers) != 0 {
 		t.Fatalf("want exactly one container, got %d (+%d init)", len(pod.Containers), len(pod.InitContainers))
@@ -61,6 +61,13 @@ func TestDaemonSetIsLeastPrivilege(t *testing.T) {
 	}
 	if env["NODE_NAME"] != "spec.nodeName" {
 		t.Errorf("NODE_NAME must come from the downward API spec.nodeName, got %q", env["NODE_NAME"])
+	}
+	// The node's sshd is probed on the node's own IP and the configured port.
+	if env["HOST_IP"] != "status.hostIP" {
+		t.Errorf("HOST_IP must come from the downward API status.hostIP, got %q", env["HOST_IP"])
+	}
+	if !slices.Contains(c.Args, "--sshd-port=2222") {
+		t.Errorf("args %v do not pass the sshd port", c.Args)
 	}
 	if c.Image != "example.com/agent:1" || ds.Namespace != "nodeaccess-system" {
 		t.Errorf("image %q namespace %q not taken from options", c.Image, ds.Namespace)

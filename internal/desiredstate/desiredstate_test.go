@@ -180,3 +180,35 @@ func TestConcerns(t *testing.T) {
 		}
 	}
 }
+
+func TestSelectedNodes(t *testing.T) {
+	nodes := map[string]map[string]string{
+		"a1": {"pool": "a"}, "a2": {"pool": "a", "gpu": "yes"}, "b1": {"pool": "b"}, "bare": nil,
+	}
+	for _, tc := range []struct {
+		name    string
+		sel     metav1.LabelSelector
+		want    string
+		wantErr bool
+	}{
+		{"every node", metav1.LabelSelector{}, "a1,a2,b1,bare", false},
+		{"a pool", metav1.LabelSelector{MatchLabels: map[string]string{"pool": "a"}}, "a1,a2", false},
+		{"exists", metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "gpu", Operator: metav1.LabelSelectorOpExists}}}, "a2", false},
+		{"not in", metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "pool", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"a"}}}}, "b1,bare", false},
+		{"none", metav1.LabelSelector{MatchLabels: map[string]string{"pool": "c"}}, "", false},
+		{"invalid", metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "pool", Operator: "Bogus"}}}, "", true},
+	} {
+		got, err := SelectedNodes(&tc.sel, nodes)
+		if strings.Join(got, ",") != tc.want || (err != nil) != tc.wantErr {
+			t.Errorf("%s: SelectedNodes = %v, %v; want %q, error %v", tc.name, got, err, tc.want, tc.wantErr)
+		}
+		// The agents' own test of selection agrees for every node.
+		for name, l := range nodes {
+			r := &nav1.RenderedNodeAccess{Spec: nav1.RenderedNodeAccessSpec{NodeSelector: tc.sel}}
+			g := ForNode(l, []nav1.RenderedNodeAccess{*r}, time.Now()).Grants[0]
+			if g.Selected != strings.Contains(","+tc.want+",", ","+name+",") {
+				t.Errorf("%s: node %s: ForNode selected=%v, SelectedNodes %v", tc.name, name, g.Selected, got)
+			}
+		}
+	}
+}

@@ -83,9 +83,9 @@ func ForNode(nodeLabels map[string]string, rendered []nav1.RenderedNodeAccess, n
 // grantSections returns the sections one grant contributes, per account, and
 // records the grant's selection and the plan's next change.
 func grantSections(r *nav1.RenderedNodeAccess, node labels.Set, now time.Time, g *Grant, plan *Plan) (map[string]authorizedkeys.Section, error) {
-	selector, err := metav1.LabelSelectorAsSelector(&r.Spec.NodeSelector)
+	selector, err := Selector(&r.Spec.NodeSelector)
 	if err != nil {
-		return nil, fmt.Errorf("parsing nodeSelector: %w", err)
+		return nil, err
 	}
 	g.Selected = selector.Matches(node)
 	if !g.Selected || r.Spec.Suspend {
@@ -138,6 +138,6 @@ func (p *Plan) noteExpiry(at *metav1.Time, now time.Time) {
 // selected a node before a change nor selects it after is no concern of
 // the node's.
 func Concerns(nodeLabels map[string]string, r *nav1.RenderedNodeAccess) bool {
-	selector, err := metav1.LabelSelectorAsSelector(&r.Spec.NodeSelector)
+	selector, err := Selector(&r.Spec.NodeSelector)
 	return err != nil || selector.Matches(labels.Set(nodeLabels))
 }
