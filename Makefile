@@ -161,7 +161,8 @@ deploy: manifests ## Deploy the operator with kustomize (without OLM) to the clu
 	$(KUSTOMIZE) build config/default | $(KUBECTL) apply --server-side -f -
 
 .PHONY: undeploy
-undeploy: ## Remove the operator deployed with `make deploy`.
+undeploy: ## Remove the operator deployed with `make deploy`: first revoke every NodeAccess (hack/revoke-all.sh), unless KEEP_KEYS=true.
+	@if [ "$(KEEP_KEYS)" != "true" ]; then KUBECTL="$(KUBECTL)" hack/revoke-all.sh; else echo "KEEP_KEYS=true: every key stays on the nodes"; fi
 	$(KUSTOMIZE) build config/default | $(KUBECTL) delete --ignore-not-found -f -
 
 ##@ Local control plane

@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
+	"github.com/nodeaccess/nodeaccess-operator/internal/localcluster"
 	"github.com/nodeaccess/nodeaccess-operator/internal/testenv"
 )
 
@@ -304,61 +305,138 @@ func adminClient(t *testing.T) client.Client {
 	return c
 }
 
-// TestTeamPolicyExample proves the example in config/samples/team-policy: a
-// team may create NodeAccess objects only for its own pool and accounts.
+// teamPolicy is the example of config/samples/team-policy made for a team,
+// as its comment says to: group, pool, accounts and namespace replaced.
+func teamPolicy(t *testing.T, team, pool, namespace string, accounts ...string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(testenv.RepoRoot() + "/config/samples/team-policy/team-payments-policy.yaml")
+	must(t, err)
+	s := string(data)
+	quoted := make([]string, len(accounts))
+	for i, a := range accounts {
+		quoted[i] = "'" + a + "'"
+	}
+	for _, r := range [][2]string{
+		{"['deploy', 'payments-ops']", "[" + strings.Join(quoted, ", ") + "]"},
+		{"the accounts deploy and payments-ops", "the accounts " + strings.Join(accounts, " and ")},
+		{"team-payments", team}, {"== 'payments'", "== '" + pool + "'"}, {"pool=payments", "pool=" + pool},
+		{"the payments team", "the " + pool + " team"},
+	} {
+		s = strings.ReplaceAll(s, r[0], r[1])
+	}
+	if team != "team-payments" {
+		s = strings.ReplaceAll(s, "namespace == '"+team+"'", "namespace == '"+namespace+"'")
+	}
+	return []byte(s)
+}
+
+// TestTeamPolicyExample proves the example in config/samples/team-policy on
+// a real API server, across two teams: each may create, change and delete
+// only its own NodeAccess objects, for its own pool (by a label a kubelet
+// cannot set on itself), accounts and key namespace, within sizes; each
+// refusal carries the message the user sees. Cluster admins are not
+// constrained.
 func TestTeamPolicyExample(t *testing.T) {
 	ctx := context.Background()
 	admin := adminClient(t)
 	applyShipped(t, admin)
-	data, err := os.ReadFile(testenv.RepoRoot() + "/config/samples/team-policy/team-payments-policy.yaml")
-	must(t, err)
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-	for {
-		u := &unstructured.Unstructured{}
-		if err := dec.Decode(&u.Object); err != nil {
-			break
-		}
-		must(t, admin.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner("test"), client.ForceOwnership))
+	for _, doc := range [][]byte{
+		teamPolicy(t, "team-payments", "payments", "team-payments", "deploy", "payments-ops"),
+		teamPolicy(t, "team-data", "data", "team-data", "analyst"),
+	} {
+		must(t, localcluster.ApplyYAML(ctx, admin, doc, nil))
 	}
-	cfg := rest.CopyConfig(env.Config)
-	cfg.Impersonate = rest.ImpersonationConfig{UserName: "pat", Groups: []string{"team-payments", "system:authenticated"}}
-	team, err := client.New(cfg, client.Options{Scheme: scheme})
-	must(t, err)
-
-	grant := func(name, pool, user string) *nav1.NodeAccess {
+	as := func(user, group string) client.Client {
+		cfg := rest.CopyConfig(env.Config)
+		cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: []string{group, "system:authenticated"}}
+		c, err := client.New(cfg, client.Options{Scheme: scheme})
+		must(t, err)
+		return c
+	}
+	payments, data := as("pat", "team-payments"), as("dana", "team-data")
+	end := metav1.NewTime(time.Now().Add(24 * time.Hour).Truncate(time.Second))
+	grant := func(name string, labels map[string]string, user string) *nav1.NodeAccess {
 		return &nav1.NodeAccess{
 			ObjectMeta: metav1.ObjectMeta{Name: name},
 			Spec: nav1.NodeAccessSpec{
-				NodeSelector: metav1.LabelSelector{MatchLabels: map[string]string{"node.example.com/pool": pool}},
+				NodeSelector: metav1.LabelSelector{MatchLabels: labels},
+				ExpiresAt:    &end,
 				Users: []nav1.UserAccess{{Name: user, Keys: []nav1.AuthorizedKey{{
 					Key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHQcKBUJvZCUI4cabRgJQrFMYA/uPYHs+vLi/MryWsmq alice",
 				}}}},
 			},
 		}
 	}
-	testenv.Eventually(t, 20*time.Second, "policy refuses another pool", func() error {
-		err := team.Create(ctx, grant("payments-on-gpu", "gpu", "deploy"))
+	pool := func(p string) map[string]string { return map[string]string{"node-restriction.kubernetes.io/pool": p} }
+	refused := func(what string, err error, message string) {
+		t.Helper()
 		if err == nil {
-			_ = admin.Delete(ctx, grant("payments-on-gpu", "gpu", "deploy"))
-			return fmt.Errorf("the team granted access to the gpu pool")
+			t.Errorf("%s: allowed", what)
+		} else if !strings.Contains(err.Error(), message) {
+			t.Errorf("%s: refused with %q, want a message containing %q", what, err, message)
 		}
-		if !strings.Contains(err.Error(), "may select only nodes with node.example.com/pool=payments") {
-			return fmt.Errorf("unexpected refusal: %v", err)
+	}
+
+	// The policies take a moment to be in force: wait for the first refusal.
+	testenv.Eventually(t, 20*time.Second, "policy in force", func() error {
+		g := grant("payments-on-data", pool("data"), "deploy")
+		if err := payments.Create(ctx, g); err == nil {
+			_ = admin.Delete(ctx, g)
+			return fmt.Errorf("not yet")
 		}
 		return nil
 	})
-	if err := team.Create(ctx, grant("payments-root", "payments", "root")); err == nil || !strings.Contains(err.Error(), "may grant only the accounts") {
-		t.Fatalf("the team granted root: %v", err)
+	const onlyPool = "the payments team may select only nodes labelled node-restriction.kubernetes.io/pool=payments"
+	refused("another team's pool", payments.Create(ctx, grant("p1", pool("data"), "deploy")), onlyPool)
+	refused("a label the kubelet can set", payments.Create(ctx, grant("p2", map[string]string{"pool": "payments"}, "deploy")), onlyPool)
+	refused("an extra kubelet-settable label", payments.Create(ctx, grant("p3", map[string]string{"node-restriction.kubernetes.io/pool": "payments", "zone": "a"}, "deploy")), onlyPool)
+	broad := grant("p4", pool("payments"), "deploy")
+	broad.Spec.NodeSelector.MatchExpressions = []metav1.LabelSelectorRequirement{{Key: "x", Operator: metav1.LabelSelectorOpDoesNotExist}}
+	refused("matchExpressions", payments.Create(ctx, broad), onlyPool)
+	refused("root", payments.Create(ctx, grant("p5", pool("payments"), "root")), "the payments team may grant only the accounts deploy and payments-ops")
+	foreign := grant("p6", pool("payments"), "deploy")
+	foreign.Spec.Users[0].KeysFrom = []nav1.KeySource{{SecretKeyRef: &nav1.ObjectKeySelector{Namespace: "team-data", Name: "keys", Key: "k"}}}
+	refused("keys from another team's Secret", payments.Create(ctx, foreign), "may read keys only from Secrets and ConfigMaps in its namespace team-payments")
+	many := grant("p7", pool("payments"), "deploy")
+	for range 20 {
+		many.Spec.Users[0].Keys = append(many.Spec.Users[0].Keys, many.Spec.Users[0].Keys[0])
 	}
-	ok := grant("payments-deploy", "payments", "deploy")
-	must(t, team.Create(ctx, ok))
-	// The team cannot widen it afterwards either.
-	ok.Spec.NodeSelector = metav1.LabelSelector{}
-	if err := team.Update(ctx, ok); err == nil {
-		t.Fatal("the team widened its grant to every node")
-	}
+	refused("21 inline keys", payments.Create(ctx, many), "at most 20 inline keys and 2 key sources per account")
+	forever := grant("p8", pool("payments"), "deploy")
+	forever.Spec.ExpiresAt = nil
+	refused("no expiry", payments.Create(ctx, forever), "grants must expire")
+
+	// Each team's own grant is allowed.
+	own := grant("payments-deploy", pool("payments"), "deploy")
+	must(t, payments.Create(ctx, own))
+	theirs := grant("data-analyst", pool("data"), "analyst")
+	must(t, data.Create(ctx, theirs))
+
+	// Neither can take over, widen or delete the other's; nor widen its own.
+	must(t, admin.Get(ctx, client.ObjectKeyFromObject(own), own))
+	takeover := own.DeepCopy()
+	takeover.Spec.NodeSelector.MatchLabels = pool("data")
+	takeover.Spec.Users[0].Name = "analyst"
+	refused("data takes over payments' grant", data.Update(ctx, takeover), "the data team may change or delete only its own NodeAccess objects")
+	refused("data deletes payments' grant", data.Delete(ctx, own.DeepCopy()), "the data team may change or delete only its own NodeAccess objects")
+	widened := own.DeepCopy()
+	widened.Spec.NodeSelector = metav1.LabelSelector{}
+	refused("payments widens its own grant to every node", payments.Update(ctx, widened), onlyPool)
+	moved := own.DeepCopy()
+	moved.Spec.NodeSelector.MatchLabels = pool("data")
+	refused("payments moves its grant into data's pool", payments.Update(ctx, moved), onlyPool)
+
+	// Its own changes and deletion are allowed.
+	must(t, admin.Get(ctx, client.ObjectKeyFromObject(own), own))
+	own.Spec.Users[0].Name = "payments-ops"
+	must(t, payments.Update(ctx, own))
+	must(t, payments.Delete(ctx, own))
+
 	// An admin is not constrained.
-	must(t, admin.Create(ctx, grant("admin-gpu", "gpu", "root")))
+	adminGrant := grant("admin-anything", map[string]string{"pool": "gpu"}, "root")
+	adminGrant.Spec.ExpiresAt = nil
+	must(t, admin.Create(ctx, adminGrant))
+	must(t, admin.Delete(ctx, theirs))
 }
 
 func ptrTo[T any](v T) *T { return &v }
