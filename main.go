@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	operatorsv2 "github.com/operator-framework/api/pkg/operators/v2"
@@ -24,6 +25,7 @@ import (
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
 	"github.com/nodeaccess/nodeaccess-operator/controllers"
 	"github.com/nodeaccess/nodeaccess-operator/internal/keypolicy"
+	"github.com/nodeaccess/nodeaccess-operator/internal/nodewriter"
 	"github.com/nodeaccess/nodeaccess-operator/internal/render"
 )
 
@@ -48,7 +50,11 @@ type options struct {
 	agentMaxUnavail    string
 	operatorDeployment string
 	nodeSSHDPort       int
+	homeRoots          string
 	allowRoot          bool
+	maxGrants          int
+	maxRenderedBytes   int
+	maxAccountBytes    int
 	minRSABits         int
 	allowCertificates  bool
 	revocationTimeout  time.Duration
@@ -81,6 +87,14 @@ func run() error {
 		"Name of the operator's Deployment, which owns the agent DaemonSet.")
 	flag.IntVar(&opts.nodeSSHDPort, "node-sshd-port", 22,
 		"Port of the nodes' sshd: each agent probes it on its node's IP and publishes the host keys in the node's report (0: not probed).")
+	flag.StringVar(&opts.homeRoots, "home-roots", "/home",
+		"Comma-separated host directories under which the agents write accounts' homes, each mounted into the agent pods (for example /home,/var/home); an account whose home is elsewhere is reported HomeNotMounted.")
+	flag.IntVar(&opts.maxGrants, "max-grants", render.DefaultClusterLimits.MaxGrants,
+		"Most NodeAccess objects rendered for the agents; more are refused with ClusterLimitExceeded.")
+	flag.IntVar(&opts.maxRenderedBytes, "max-rendered-bytes", render.DefaultClusterLimits.MaxBytes,
+		"Bound on the encoded size of all rendered grants together, which every agent holds in memory.")
+	flag.IntVar(&opts.maxAccountBytes, "max-account-key-bytes", render.DefaultClusterLimits.MaxAccountBytes,
+		"Bound on the key-line bytes all grants give one account name, which a node selected by all of them writes into one file (the agent writes at most 8 MiB per file).")
 	flag.BoolVar(&opts.allowRoot, "allow-root-user", false,
 		"Allow NodeAccess objects to grant keys to the root account.")
 	flag.IntVar(&opts.minRSABits, "min-rsa-bits", keypolicy.DefaultMinRSABits,
@@ -125,6 +139,20 @@ func run() error {
 	if opts.nodeSSHDPort < 0 || opts.nodeSSHDPort > 65535 {
 		return fmt.Errorf("--node-sshd-port %d is not between 0 and 65535", opts.nodeSSHDPort)
 	}
+	var homeRoots []string
+	for _, r := range strings.Split(opts.homeRoots, ",") {
+		if r = strings.TrimSpace(r); r == "" {
+			continue
+		}
+		if err := nodewriter.CheckHomeRoot(r); err != nil {
+			return fmt.Errorf("--home-roots: %w", err)
+		}
+		homeRoots = append(homeRoots, r)
+	}
+	limits := render.ClusterLimits{MaxGrants: opts.maxGrants, MaxBytes: opts.maxRenderedBytes, MaxAccountBytes: opts.maxAccountBytes}
+	if limits.MaxGrants <= 0 || limits.MaxBytes <= 0 || limits.MaxAccountBytes <= 0 {
+		return fmt.Errorf("--max-grants, --max-rendered-bytes and --max-account-key-bytes must be positive")
+	}
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)
@@ -153,6 +181,8 @@ func run() error {
 		AgentMaxUnavailable: intstr.Parse(opts.agentMaxUnavail),
 		OperatorDeployment:  opts.operatorDeployment,
 		NodeSSHDPort:        int32(opts.nodeSSHDPort),
+		HomeRoots:           homeRoots,
+		Limits:              limits,
 		Render: render.Options{
 			Policy:    keypolicy.Policy{MinRSABits: opts.minRSABits, AllowCertificates: opts.allowCertificates},
 			AllowRoot: opts.allowRoot,

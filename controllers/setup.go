@@ -29,6 +29,9 @@ type Options struct {
 	// NodeSSHDPort is the port of the nodes' sshd, which agents probe for
 	// host keys (0: they do not).
 	NodeSSHDPort int32
+	// HomeRoots are the host directories under which agents write homes;
+	// empty means /home.
+	HomeRoots []string
 	// Render holds the key policy.
 	Render render.Options
 	// RevocationTimeout bounds the wait for nodes to confirm a revocation.
@@ -78,7 +81,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		Client: mgr.GetClient(),
 		Options: agentdaemonset.Options{
 			Namespace: opts.Namespace, Image: opts.AgentImage, MaxUnavailable: opts.AgentMaxUnavailable,
-			SSHDPort: opts.NodeSSHDPort,
+			SSHDPort: opts.NodeSSHDPort, HomeRoots: opts.HomeRoots, AllowRoot: opts.Render.AllowRoot,
 		},
 		OwnerDeployment: opts.OperatorDeployment,
 	}

@@ -103,6 +103,11 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(logr.NewContext(context.Background(), log), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	if err := runner.Start(ctx); err != nil {
+		if errors.Is(err, agent.ErrPasswdReplaced) {
+			// A clean stop: the container's restart mounts the new file.
+			log.Info("Restarting to read the node's new /etc/passwd")
+			return nil
+		}
 		return fmt.Errorf("running agent: %w", err)
 	}
 	return nil

@@ -18,6 +18,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -36,6 +37,12 @@ import (
 
 // FieldOwner is the server-side apply field manager of the agents' writes.
 const FieldOwner = "nodeaccess-agent"
+
+// ErrPasswdReplaced ends an agent whose view of the host's /etc/passwd is a
+// file the host has replaced (a single-file mount keeps the old inode): the
+// agent stops, leaving every file as it is, so that its restart mounts the
+// new one and accounts added since are served.
+var ErrPasswdReplaced = errors.New("the host's /etc/passwd was replaced; restarting to read the new one")
 
 // DefaultReportDelay is the agent binary's --report-delay: with its random
 // spread, reports follow a change within 0.5 to 1 s.
@@ -168,6 +175,9 @@ func (a *Agent) Sync(ctx context.Context) (time.Duration, error) {
 		// Without the node's labels nothing can be decided; keep the files.
 		log.Info("Waiting for the Node object", "node", a.cfg.NodeName)
 		return a.cfg.Resync, nil
+	}
+	if replaced, err := a.writer.PasswdReplaced(); err == nil && replaced {
+		return 0, ErrPasswdReplaced
 	}
 	if !a.seeded {
 		if err := a.seed(ctx); err != nil {

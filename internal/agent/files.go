@@ -29,6 +29,9 @@ func newFileWatcher(hostRoot string) (*fileWatcher, error) {
 		return f, nil
 	}
 	f.w = w
+	// The account database: a replaced file (useradd) changes its link
+	// count, which the watch on it sees at once.
+	_ = w.Add(filepath.Join(hostRoot, "etc", "passwd"))
 	return f, nil
 }
 

@@ -153,14 +153,14 @@ func (r *Runner) Start(ctx context.Context) error {
 	}
 	r.ready.Store(true)
 	log.Info("Informers synced; keeping the node's files")
-	r.loop(ctx)
-	return nil
+	return r.loop(ctx)
 }
 
 // loop runs a pass at once, at every event, when the last pass said the
 // next one is due, and after a failure with a backoff that doubles from
-// 50 ms up to the resync interval.
-func (r *Runner) loop(ctx context.Context) {
+// 50 ms up to the resync interval. It ends with ErrPasswdReplaced when the
+// host's account database was replaced under a single-file mount.
+func (r *Runner) loop(ctx context.Context) error {
 	log := logr.FromContextOrDiscard(ctx)
 	const firstBackoff = 50 * time.Millisecond
 	backoff := time.Duration(0)
@@ -169,14 +169,17 @@ func (r *Runner) loop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-r.kick:
 		case <-timer.C:
 		}
 		after, err := r.agent.Sync(ctx)
+		if errors.Is(err, ErrPasswdReplaced) {
+			return err
+		}
 		if err != nil {
 			if ctx.Err() != nil {
-				return
+				return nil
 			}
 			backoff = min(max(2*backoff, firstBackoff), r.agent.cfg.Resync)
 			after = backoff

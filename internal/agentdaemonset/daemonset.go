@@ -5,6 +5,7 @@ package agentdaemonset
 
 import (
 	"fmt"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -37,6 +38,29 @@ type Options struct {
 	// SSHDPort is the port of each node's sshd, which its agent probes on
 	// the node's IP for the host keys it reports; 0 disables the probe.
 	SSHDPort int32
+	// HomeRoots are the host directories under which accounts' homes are
+	// written, each a read-write host path; empty means /home.
+	HomeRoots []string
+	// AllowRoot lets the agents write keys for uid 0 and mounts /root.
+	AllowRoot bool
+}
+
+// homeRoots returns the home roots, /home when none is set.
+func (o Options) homeRoots() []string {
+	if len(o.HomeRoots) == 0 {
+		return []string{"/home"}
+	}
+	return o.HomeRoots
+}
+
+// mounted returns the host directories mounted read-write: the home roots,
+// and /root last when root is allowed.
+func (o Options) mounted() []string {
+	roots := o.homeRoots()
+	if o.AllowRoot {
+		roots = append(append([]string(nil), roots...), "/root")
+	}
+	return roots
 }
 
 // Labels select the agent pods.
@@ -55,6 +79,21 @@ func DaemonSet(o Options) *appsv1.DaemonSet {
 		}}
 	}
 	maxUnavailable := o.MaxUnavailable
+	// The account database alone, read-only, as a single file: not /etc,
+	// which holds /etc/shadow and the private host keys. A file mount keeps
+	// the inode it was given; the agent exits when the host's file is
+	// replaced (useradd renames a new one into place), and its restart
+	// mounts the new one.
+	mounts := []corev1.VolumeMount{{Name: "passwd", MountPath: HostRoot + "/etc/passwd", ReadOnly: true}}
+	volumes := []corev1.Volume{hostPath("passwd", "/etc/passwd", corev1.HostPathFile)}
+	for i, root := range o.mounted() {
+		name := "home"
+		if i > 0 {
+			name = fmt.Sprintf("home-%d", i)
+		}
+		mounts = append(mounts, corev1.VolumeMount{Name: name, MountPath: HostRoot + root})
+		volumes = append(volumes, hostPath(name, root, corev1.HostPathDirectory))
+	}
 	return &appsv1.DaemonSet{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "DaemonSet"},
 		ObjectMeta: metav1.ObjectMeta{Name: Name, Namespace: o.Namespace, Labels: Labels()},
@@ -84,13 +123,7 @@ func DaemonSet(o Options) *appsv1.DaemonSet {
 						Name:    ContainerName,
 						Image:   o.Image,
 						Command: []string{"/agent"},
-						Args: []string{
-							"--host-root=" + HostRoot,
-							"--health-probe-bind-address=:8081",
-							// The node's sshd is reached on the node's IP,
-							// from the pod's network: no host path, no host network.
-							fmt.Sprintf("--sshd-port=%d", o.SSHDPort),
-						},
+						Args:    args(o),
 						Env: []corev1.EnvVar{
 							{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
 							{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
@@ -122,19 +155,27 @@ func DaemonSet(o Options) *appsv1.DaemonSet {
 							ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromInt32(8081)}},
 							PeriodSeconds: 10,
 						},
-						VolumeMounts: []corev1.VolumeMount{
-							{Name: "home", MountPath: HostRoot + "/home"},
-							{Name: "passwd", MountPath: HostRoot + "/etc/passwd", ReadOnly: true},
-							{Name: "group", MountPath: HostRoot + "/etc/group", ReadOnly: true},
-						},
+						VolumeMounts: mounts,
 					}},
-					Volumes: []corev1.Volume{
-						hostPath("home", "/home", corev1.HostPathDirectory),
-						hostPath("passwd", "/etc/passwd", corev1.HostPathFile),
-						hostPath("group", "/etc/group", corev1.HostPathFile),
-					},
+					Volumes: volumes,
 				},
 			},
 		},
 	}
+}
+
+// args are the agent's command-line flags.
+func args(o Options) []string {
+	a := []string{
+		"--host-root=" + HostRoot,
+		"--health-probe-bind-address=:8081",
+		// The node's sshd is reached on the node's IP,
+		// from the pod's network: no host path, no host network.
+		fmt.Sprintf("--sshd-port=%d", o.SSHDPort),
+		"--home-roots=" + strings.Join(o.homeRoots(), ","),
+	}
+	if o.AllowRoot {
+		a = append(a, "--allow-root-user")
+	}
+	return a
 }

@@ -30,7 +30,7 @@ func TestDaemonSetIsLeastPrivilege(t *testing.T) {
 		t.Fatal("agent must not share host namespaces")
 	}
 
-	// Host paths: /home read-write, /etc/passwd and /etc/group read-only, nothing else.
+	// Host paths: /home read-write and /etc/passwd read-only, nothing else.
 	hostPaths := map[string]string{}
 	for _, v := range pod.Volumes {
 		if v.HostPath == nil {
@@ -38,7 +38,7 @@ func TestDaemonSetIsLeastPrivilege(t *testing.T) {
 		}
 		hostPaths[v.Name] = v.HostPath.Path
 	}
-	want := map[string]string{"home": "/home", "passwd": "/etc/passwd", "group": "/etc/group"}
+	want := map[string]string{"home": "/home", "passwd": "/etc/passwd"}
 	if len(hostPaths) != len(want) {
 		t.Fatalf("host paths %v, want %v", hostPaths, want)
 	}
@@ -48,7 +48,7 @@ func TestDaemonSetIsLeastPrivilege(t *testing.T) {
 		}
 	}
 	for _, m := range c.VolumeMounts {
-		if wantRO := m.Name != "home"; m.ReadOnly != wantRO {
+		if wantRO := m.Name == "passwd"; m.ReadOnly != wantRO {
 			t.Errorf("mount %s read-only=%v, want %v", m.Name, m.ReadOnly, wantRO)
 		}
 	}
@@ -83,5 +83,39 @@ func TestDaemonSetIsLeastPrivilege(t *testing.T) {
 	}
 	if c.Resources.Limits.Memory().IsZero() || c.Resources.Requests.Cpu().IsZero() {
 		t.Error("agent needs resource requests and limits")
+	}
+}
+
+// Homes outside /home are written only under the home roots configured, each
+// a host path of its own; root's home only when root is allowed.
+func TestHomeRootsAndRoot(t *testing.T) {
+	mountsOf := func(o Options) (map[string]string, []string) {
+		ds := DaemonSet(o)
+		c := ds.Spec.Template.Spec.Containers[0]
+		got := map[string]string{}
+		vols := map[string]string{}
+		for _, v := range ds.Spec.Template.Spec.Volumes {
+			vols[v.Name] = v.HostPath.Path
+		}
+		for _, m := range c.VolumeMounts {
+			got[m.MountPath] = vols[m.Name]
+		}
+		return got, c.Args
+	}
+	got, args := mountsOf(Options{HomeRoots: []string{"/home", "/var/home", "/srv"}})
+	for _, root := range []string{"/home", "/var/home", "/srv"} {
+		if got[HostRoot+root] != root {
+			t.Errorf("home root %s mounted from %q", root, got[HostRoot+root])
+		}
+	}
+	if _, ok := got[HostRoot+"/root"]; ok || slices.Contains(args, "--allow-root-user") {
+		t.Error("/root mounted, or root allowed, without AllowRoot")
+	}
+	if !slices.Contains(args, "--home-roots=/home,/var/home,/srv") {
+		t.Errorf("args %v", args)
+	}
+	got, args = mountsOf(Options{AllowRoot: true})
+	if got[HostRoot+"/root"] != "/root" || !slices.Contains(args, "--allow-root-user") || !slices.Contains(args, "--home-roots=/home") {
+		t.Errorf("with root allowed: mounts %v, args %v", got, args)
 	}
 }

@@ -242,6 +242,20 @@ func (w *Writer) Accounts() ([]Account, error) {
 	return accounts, nil
 }
 
+// PasswdReplaced tells whether the host's etc/passwd, as this process sees
+// it, is a file the host has since replaced: its link count is zero. That
+// is the case of a single-file mount (the agent's pod mounts /etc/passwd
+// alone) after the host renamed a new file over it, as useradd does: the
+// mount keeps the old inode, and only a new mount shows the new file.
+func (w *Writer) PasswdReplaced() (bool, error) {
+	fi, err := os.Stat(path.Join(w.hostRoot, "etc", "passwd"))
+	if err != nil {
+		return false, &Error{Reason: nav1.PasswdUnreadableReason, Path: "/etc/passwd", Err: err}
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && st.Nlink == 0, nil
+}
+
 // LookupAccount returns the account from the host's etc/passwd.
 func (w *Writer) LookupAccount(name string) (Account, error) {
 	if !validName(name) {
