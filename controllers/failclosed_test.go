@@ -346,3 +346,31 @@ func TestAgentDaemonSetIsReappliedOnlyOnDrift(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// The manager itself puts in place the policy that binds each agent to its
+// own node's report, with only its shipped permissions, and puts it back when
+// it is deleted or edited: no install, OLM's included, depends on a manual step.
+func TestManagerInstallsTheAgentReportPolicy(t *testing.T) {
+	ctx := context.Background()
+	want, _ := agentdaemonset.ReportPolicy(namespace)
+	key := client.ObjectKey{Name: agentdaemonset.ReportPolicyName}
+	inPlace := func() error {
+		p := &admissionregistrationv1.ValidatingAdmissionPolicy{}
+		if err := k8sClient.Get(ctx, key, p); err != nil {
+			return err
+		}
+		if p.Spec.MatchConditions[0].Expression != want.Spec.MatchConditions[0].Expression || len(p.Spec.Validations) != 2 {
+			return fmt.Errorf("policy %+v", p.Spec)
+		}
+		return k8sClient.Get(ctx, key, &admissionregistrationv1.ValidatingAdmissionPolicyBinding{})
+	}
+	testenv.Eventually(t, timeout, "policy and binding in place", inPlace)
+
+	must(t, k8sClient.Delete(ctx, &admissionregistrationv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: agentdaemonset.ReportPolicyName}}))
+	testenv.Eventually(t, timeout, "binding recreated", inPlace)
+	p := &admissionregistrationv1.ValidatingAdmissionPolicy{}
+	must(t, k8sClient.Get(ctx, key, p))
+	p.Spec.MatchConditions[0].Expression = "false"
+	must(t, k8sClient.Update(ctx, p))
+	testenv.Eventually(t, timeout, "edit undone", inPlace)
+}

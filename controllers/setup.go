@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -65,6 +67,10 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	if err := na.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the NodeAccess controller: %w", err)
 	}
+	policy := &ReportPolicyReconciler{Client: mgr.GetClient(), Namespace: opts.Namespace}
+	if err := policy.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the report policy controller: %w", err)
+	}
 	if opts.OperatorCondition != "" {
 		up := &UpgradeableReconciler{
 			Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
@@ -96,9 +102,12 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 // their metadata is watched, and their content read when a grant names them.
 func CacheOptions(namespace string) cache.Options {
 	inNamespace := cache.ByObject{Namespaces: map[string]cache.Config{namespace: {}}}
+	ownPolicy := cache.ByObject{Field: fields.OneTermEqualSelector("metadata.name", agentdaemonset.ReportPolicyName)}
 	return cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&nav1.RenderedNodeAccess{}: inNamespace,
-		&appsv1.DaemonSet{}:        inNamespace,
-		&appsv1.Deployment{}:       inNamespace,
+		&nav1.RenderedNodeAccess{}:                                  inNamespace,
+		&appsv1.DaemonSet{}:                                         inNamespace,
+		&appsv1.Deployment{}:                                        inNamespace,
+		&admissionregistrationv1.ValidatingAdmissionPolicy{}:        ownPolicy,
+		&admissionregistrationv1.ValidatingAdmissionPolicyBinding{}: ownPolicy,
 	}}
 }

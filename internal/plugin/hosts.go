@@ -238,7 +238,7 @@ func SSHConfig(hosts []Host, user, knownHostsFile string) (string, error) {
 // any node.
 func (o *Options) checkReportPolicy(ctx context.Context, c client.Client) {
 	consequence := "any node's agent can publish host keys for any node, so these keys are only as trustworthy as every agent; " +
-		"apply config/rbac/agent_report_policy.yaml"
+		"the operator's manager creates it: check that it runs, with its shipped permissions"
 	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{}
 	err := c.Get(ctx, client.ObjectKey{Name: ReportPolicyName}, policy)
 	switch {

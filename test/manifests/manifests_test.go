@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
+	"github.com/nodeaccess/nodeaccess-operator/internal/agentdaemonset"
 	"github.com/nodeaccess/nodeaccess-operator/internal/localcluster"
 	"github.com/nodeaccess/nodeaccess-operator/internal/testenv"
 )
@@ -198,12 +199,18 @@ func TestManagerPodPassesRestricted(t *testing.T) {
 	}
 }
 
-// TestAgentsWriteOnlyTheirOwnReport applies the shipped RBAC and policy to a
-// real API server and acts as two agents, with tokens bound to pods on two nodes.
+// TestAgentsWriteOnlyTheirOwnReport applies the shipped RBAC and the policy
+// the manager creates (agentdaemonset.ReportPolicy) to a real API server and
+// acts as two agents, with tokens bound to pods on two nodes.
 func TestAgentsWriteOnlyTheirOwnReport(t *testing.T) {
 	ctx := context.Background()
 	admin := adminClient(t)
 	applyShipped(t, admin)
+	policy, binding := agentdaemonset.ReportPolicy(namespace)
+	for _, o := range []client.Object{policy, binding} {
+		must(t, admin.Create(ctx, o))
+		t.Cleanup(func() { _ = admin.Delete(ctx, o) })
+	}
 
 	// Two nodes, an agent pod on each.
 	pods := map[string]*corev1.Pod{}
@@ -292,8 +299,7 @@ func TestAgentsWriteOnlyTheirOwnReport(t *testing.T) {
 // applyShipped applies the shipped namespace, accounts, roles, bindings and policies.
 func applyShipped(t *testing.T, admin client.Client) {
 	t.Helper()
-	for _, o := range of(build(t), "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
-		"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding") {
+	for _, o := range of(build(t), "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding") {
 		must(t, admin.Apply(context.Background(), client.ApplyConfigurationFromUnstructured(o), client.FieldOwner("test"), client.ForceOwnership))
 	}
 }
