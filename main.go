@@ -165,6 +165,7 @@ func run() error {
 		PprofBindAddress:              opts.pprofAddr,
 		LeaderElection:                opts.leaderElect,
 		LeaderElectionID:              "nodeaccess-operator.nodeaccess.io",
+		LeaderElectionNamespace:       opts.namespace,
 		LeaderElectionReleaseOnCancel: true,
 		Cache:                         controllers.CacheOptions(opts.namespace),
 	})

@@ -49,17 +49,22 @@ var (
 	k8s     client.Client
 	workDir string
 	binDir  string
-	k8sBin  string
-	logDir  string
-	nodes   = []localcluster.Node{
+	// releaseDir holds the released 0.1.0's manager and agent.
+	releaseDir string
+	k8sBin     string
+	logDir     string
+	nodes      = []localcluster.Node{
 		{Name: "pool-a-1", Labels: map[string]string{"pool": "a"}},
 		{Name: "pool-b-1", Labels: map[string]string{"pool": "b"}},
 	}
 )
 
 // workDirEnv carries the work directory from the test binary into its copy
-// in the private network namespace.
-const workDirEnv = "OLM_E2E_DIR"
+// in the private network namespace; releaseDirEnv the released binaries.
+const (
+	workDirEnv    = "OLM_E2E_DIR"
+	releaseDirEnv = "OLM_E2E_RELEASE_BIN"
+)
 
 func TestMain(m *testing.M) {
 	if !localcluster.InPrivateNetwork() {
@@ -84,6 +89,13 @@ func outside() int {
 		os.Setenv(workDirEnv, dir)
 	}
 	root := testenv.RepoRoot()
+	// The released 0.1.0 the suite upgrades from, built from its commit.
+	rel, err := testenv.ReleaseBinaries("0.1.0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "olm e2e:", err)
+		return 1
+	}
+	os.Setenv(releaseDirEnv, rel)
 	for _, b := range []struct{ out, pkg string }{{"manager", "."}, {"agent", "./cmd/agent"}, {"bundle", "./hack/bundle"}} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "bin", b.out), b.pkg)
 		cmd.Dir, cmd.Stdout, cmd.Stderr = root, os.Stderr, os.Stderr
@@ -109,6 +121,7 @@ func inside(m *testing.M) int {
 	}
 	workDir = os.Getenv(workDirEnv)
 	binDir = filepath.Join(workDir, "bin")
+	releaseDir = os.Getenv(releaseDirEnv)
 	logDir = filepath.Join(workDir, "logs")
 	if err := os.MkdirAll(logDir, 0o700); err != nil {
 		return fail(err)
