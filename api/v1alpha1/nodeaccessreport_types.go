@@ -20,6 +20,15 @@ const (
 	MaxSSHDVersionLength = 255
 )
 
+// Values of NodeAccessReportStatus.expiryEnforcedBy.
+const (
+	// ExpiryBySSHDAndAgent: the node's sshd refuses expired keys by itself,
+	// and the agent removes them.
+	ExpiryBySSHDAndAgent = "SSHDAndAgent"
+	// ExpiryByAgent: only the agent removes expired keys.
+	ExpiryByAgent = "Agent"
+)
+
 // NodeAccessReportSpec names the node a report describes.
 type NodeAccessReportSpec struct {
 	// nodeName is the node this report describes; it equals metadata.name and
@@ -61,6 +70,17 @@ type NodeAccessReportStatus struct {
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	Keys int32 `json:"keys,omitempty"`
+
+	// expiryEnforcedBy says who removes expiring keys on this node:
+	// SSHDAndAgent when the node's sshd understands the expiry-time key
+	// option in UTC (OpenSSH 9.1 or later), which the agent then writes on
+	// every expiring line, so sshd refuses the key at its instant even when
+	// the agent, the network or the control plane is down; Agent when only
+	// the agent removes expired keys, by its own clock (an older or unknown
+	// sshd, or a failed probe).
+	// +optional
+	// +kubebuilder:validation:Enum=SSHDAndAgent;Agent
+	ExpiryEnforcedBy string `json:"expiryEnforcedBy,omitempty"`
 
 	// lastChangeTime is when the agent last changed a file or this report's content.
 	// +optional

@@ -188,7 +188,8 @@ func (a *Agent) Sync(ctx context.Context) (time.Duration, error) {
 	if err != nil {
 		return 0, fmt.Errorf("listing rendered grants: %w", err)
 	}
-	plan := desiredstate.ForNode(node.Labels, rendered, now)
+	sshdExpiry := a.sshd.understandsUTCExpiry()
+	plan := desiredstate.ForNode(node.Labels, rendered, now, desiredstate.Options{SSHDExpiry: sshdExpiry})
 
 	names, scan := a.accountsToVisit(ctx, plan, now)
 	uids := a.knownUIDs(plan)
@@ -207,6 +208,10 @@ func (a *Agent) Sync(ctx context.Context) (time.Duration, error) {
 
 	report := buildReport(plan, results, a.unattributedList())
 	report.SSHD = a.sshd.status()
+	report.ExpiryEnforcedBy = nav1.ExpiryByAgent
+	if sshdExpiry {
+		report.ExpiryEnforcedBy = nav1.ExpiryBySSHDAndAgent
+	}
 	reportIn, err := a.writeReport(ctx, node, report, now)
 	if err != nil {
 		return 0, err

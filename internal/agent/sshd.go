@@ -65,6 +65,18 @@ func newSSHDProbe(addr string, every time.Duration) (*sshdProbe, error) {
 	return &sshdProbe{addr: addr, every: every, now: time.Now}, nil
 }
 
+// understandsUTCExpiry tells whether the node's sshd, as last observed,
+// enforces the expiry-time="...Z" key option; false without a probe or
+// before its first answer.
+func (p *sshdProbe) understandsUTCExpiry() bool {
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.last != nil && p.last.Reason == "" && hostkeys.UnderstandsUTCExpiry(p.last.Version)
+}
+
 // status returns the last observation, or nil before the first one.
 func (p *sshdProbe) status() *nav1.SSHDStatus {
 	if p == nil {

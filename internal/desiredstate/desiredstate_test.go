@@ -102,7 +102,7 @@ func TestForNode(t *testing.T) {
 		rendered("expiring", everyNode, func(s *nav1.RenderedNodeAccessSpec) { s.ExpiresAt = at(10 * time.Minute) }, alice(k("K8", nil))),
 		rendered("bad-selector", metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "pool", Operator: "Bogus"}}}, nil, alice(k("K9", nil))),
 		rendered("bad-options", everyNode, nil, alice(nav1.RenderedKey{Type: "ssh-ed25519", Data: "K10", Options: &nav1.KeyOptions{Command: `"`}})),
-	}, now)
+	}, now, Options{})
 
 	keysOf := func(sections []authorizedkeys.Section) map[string]string {
 		got := map[string]string{}
@@ -174,7 +174,7 @@ func TestConcerns(t *testing.T) {
 			t.Errorf("%s: Concerns = %v, want %v", tc.name, got, tc.want)
 		}
 		// Concerns must agree with ForNode's own selection.
-		plan := ForNode(node, []nav1.RenderedNodeAccess{*r}, time.Now())
+		plan := ForNode(node, []nav1.RenderedNodeAccess{*r}, time.Now(), Options{})
 		if g := plan.Grants[0]; tc.want != (g.Selected || g.Err != nil) {
 			t.Errorf("%s: Concerns = %v but ForNode selected=%v err=%v", tc.name, tc.want, g.Selected, g.Err)
 		}
@@ -205,10 +205,47 @@ func TestSelectedNodes(t *testing.T) {
 		// The agents' own test of selection agrees for every node.
 		for name, l := range nodes {
 			r := &nav1.RenderedNodeAccess{Spec: nav1.RenderedNodeAccessSpec{NodeSelector: tc.sel}}
-			g := ForNode(l, []nav1.RenderedNodeAccess{*r}, time.Now()).Grants[0]
+			g := ForNode(l, []nav1.RenderedNodeAccess{*r}, time.Now(), Options{}).Grants[0]
 			if g.Selected != strings.Contains(","+tc.want+",", ","+name+",") {
 				t.Errorf("%s: node %s: ForNode selected=%v, SelectedNodes %v", tc.name, name, g.Selected, got)
 			}
 		}
+	}
+}
+
+// With an sshd that understands it, every expiring line carries
+// expiry-time in UTC, at the earlier of the key's and the grant's expiry.
+func TestExpiryTimeOption(t *testing.T) {
+	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) *metav1.Time { return &metav1.Time{Time: now.Add(d).In(time.FixedZone("CET", 3600))} }
+	grant := nav1.RenderedNodeAccess{Spec: nav1.RenderedNodeAccessSpec{
+		NodeAccessName: "g", NodeAccessUID: "u", ExpiresAt: at(2 * time.Hour),
+		Users: []nav1.RenderedUser{{Name: "alice", Keys: []nav1.RenderedKey{
+			{Type: "ssh-ed25519", Data: "KEARLY", ExpiresAt: at(time.Hour + 30*time.Second), Options: &nav1.KeyOptions{NoPTY: true}},
+			{Type: "ssh-ed25519", Data: "KGRANT"},
+		}}},
+	}}
+	options := func(o Options) map[string]string {
+		got := map[string]string{}
+		for _, s := range ForNode(nil, []nav1.RenderedNodeAccess{grant}, now, o).Accounts["alice"] {
+			for _, k := range s.Keys {
+				got[k.Base64] = k.Options
+			}
+		}
+		return got
+	}
+	got := options(Options{SSHDExpiry: true})
+	if want := `no-pty,expiry-time="20300101130030Z"`; got["KEARLY"] != want {
+		t.Errorf("the key's own expiry: %q, want %q", got["KEARLY"], want)
+	}
+	if want := `expiry-time="20300101140000Z"`; got["KGRANT"] != want {
+		t.Errorf("the grant's expiry: %q, want %q", got["KGRANT"], want)
+	}
+	grant.Spec.ExpiresAt = nil
+	if got := options(Options{SSHDExpiry: true}); got["KGRANT"] != "" {
+		t.Errorf("a key that never expires got %q", got["KGRANT"])
+	}
+	if got := options(Options{}); got["KEARLY"] != "no-pty" {
+		t.Errorf("without an sshd that understands it: %q", got["KEARLY"])
 	}
 }

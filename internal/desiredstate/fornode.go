@@ -45,15 +45,26 @@ type Grant struct {
 	Err error
 }
 
+// Options shape the lines of a plan for one node.
+type Options struct {
+	// SSHDExpiry adds OpenSSH's expiry-time="YYYYMMDDHHMMSSZ" option (UTC)
+	// to every line whose key or grant expires, so that the node's sshd
+	// refuses the key at that instant by itself, even when the agent, the
+	// network or the control plane is down. Only for an sshd that
+	// understands it (hostkeys.UnderstandsUTCExpiry): sshd ignores a line
+	// whose options it cannot parse.
+	SSHDExpiry bool
+}
+
 // ForNode computes the plan for a node with the given labels from every
 // rendered grant, at time now.
-func ForNode(nodeLabels map[string]string, rendered []nav1.RenderedNodeAccess, now time.Time) Plan {
+func ForNode(nodeLabels map[string]string, rendered []nav1.RenderedNodeAccess, now time.Time, opts Options) Plan {
 	plan := Plan{Accounts: map[string][]authorizedkeys.Section{}}
 	set := labels.Set(nodeLabels)
 	for i := range rendered {
 		r := &rendered[i]
 		g := Grant{Name: r.Spec.NodeAccessName, UID: r.Spec.NodeAccessUID, Generation: r.Spec.Generation, Hash: r.Spec.Hash}
-		sections, err := grantSections(r, set, now, &g, &plan)
+		sections, err := grantSections(r, set, now, opts, &g, &plan)
 		if err != nil {
 			g.Err = err
 		}
@@ -82,7 +93,7 @@ func ForNode(nodeLabels map[string]string, rendered []nav1.RenderedNodeAccess, n
 
 // grantSections returns the sections one grant contributes, per account, and
 // records the grant's selection and the plan's next change.
-func grantSections(r *nav1.RenderedNodeAccess, node labels.Set, now time.Time, g *Grant, plan *Plan) (map[string]authorizedkeys.Section, error) {
+func grantSections(r *nav1.RenderedNodeAccess, node labels.Set, now time.Time, o Options, g *Grant, plan *Plan) (map[string]authorizedkeys.Section, error) {
 	selector, err := Selector(&r.Spec.NodeSelector)
 	if err != nil {
 		return nil, err
@@ -106,6 +117,9 @@ func grantSections(r *nav1.RenderedNodeAccess, node labels.Set, now time.Time, g
 				g.Keys = 0
 				return nil, fmt.Errorf("user %s key %s: %w", u.Name, k.Fingerprint, err)
 			}
+			if until := earlier(k.ExpiresAt, r.Spec.ExpiresAt); o.SSHDExpiry && until != nil {
+				opts = joinOptions(opts, ExpiryOption(until.Time))
+			}
 			plan.noteExpiry(k.ExpiresAt, now)
 			s.Keys = append(s.Keys, authorizedkeys.Key{Options: opts, Type: k.Type, Base64: k.Data, Comment: k.Comment})
 		}
@@ -117,6 +131,30 @@ func grantSections(r *nav1.RenderedNodeAccess, node labels.Set, now time.Time, g
 	plan.noteExpiry(r.Spec.ExpiresAt, now)
 	g.Active = true
 	return sections, nil
+}
+
+// ExpiryOption is the expiry-time option for an instant, in UTC to the second.
+func ExpiryOption(at time.Time) string {
+	return `expiry-time="` + at.UTC().Format("20060102150405") + `Z"`
+}
+
+func joinOptions(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "," + b
+}
+
+// earlier returns the earlier of two instants; nil means never.
+func earlier(a, b *metav1.Time) *metav1.Time {
+	switch {
+	case a == nil:
+		return b
+	case b == nil || a.Before(b):
+		return a
+	default:
+		return b
+	}
 }
 
 func expired(at *metav1.Time, now time.Time) bool {

@@ -25,7 +25,7 @@ func FuzzDecodeAndPlan(f *testing.F) {
 		if err := json.Unmarshal(data, &rendered); err != nil {
 			return
 		}
-		plan := ForNode(map[string]string{"k": "v"}, rendered, time.Unix(1700000000, 0))
+		plan := ForNode(map[string]string{"k": "v"}, rendered, time.Unix(1700000000, 0), Options{SSHDExpiry: len(data)%2 == 0})
 		for _, sections := range plan.Accounts {
 			out, err := authorizedkeys.Render([]byte("# mine\n"), sections)
 			if err != nil {

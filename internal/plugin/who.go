@@ -160,7 +160,7 @@ func Who(node *corev1.Node, rendered []nav1.RenderedNodeAccess, report *nav1.Nod
 			reported[g.UID] = g
 		}
 	}
-	plan := desiredstate.ForNode(node.Labels, rendered, now)
+	plan := desiredstate.ForNode(node.Labels, rendered, now, desiredstate.Options{})
 
 	// The keys the plan writes, by grant, account and key blob.
 	type keyID struct{ uid, user, data string }
