@@ -217,7 +217,9 @@ func TestSelectedNodes(t *testing.T) {
 // expiry-time in UTC, at the earlier of the key's and the grant's expiry.
 func TestExpiryTimeOption(t *testing.T) {
 	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
-	at := func(d time.Duration) *metav1.Time { return &metav1.Time{Time: now.Add(d).In(time.FixedZone("CET", 3600))} }
+	at := func(d time.Duration) *metav1.Time {
+		return &metav1.Time{Time: now.Add(d).In(time.FixedZone("CET", 3600))}
+	}
 	grant := nav1.RenderedNodeAccess{Spec: nav1.RenderedNodeAccessSpec{
 		NodeAccessName: "g", NodeAccessUID: "u", ExpiresAt: at(2 * time.Hour),
 		Users: []nav1.RenderedUser{{Name: "alice", Keys: []nav1.RenderedKey{
