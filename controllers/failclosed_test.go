@@ -6,8 +6,10 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
+	"github.com/nodeaccess/nodeaccess-operator/controllers"
 	"github.com/nodeaccess/nodeaccess-operator/internal/agentdaemonset"
 	"github.com/nodeaccess/nodeaccess-operator/internal/testenv"
 )
@@ -373,4 +376,45 @@ func TestManagerInstallsTheAgentReportPolicy(t *testing.T) {
 	p.Spec.MatchConditions[0].Expression = "false"
 	must(t, k8sClient.Update(ctx, p))
 	testenv.Eventually(t, timeout, "edit undone", inPlace)
+}
+
+// The manager adds its finalizer with a patch that fails on a concurrent
+// change: when another controller removes its own finalizer between the
+// manager's read and its write, the manager's write must not put it back (a
+// merge patch of the whole list would; the API server itself refuses new
+// finalizers on an object being deleted, which covers the removal). The race
+// is provoked for real: the other removal is made just before the manager's
+// request reaches the API server.
+func TestFinalizerPatchNeverBringsAnotherBack(t *testing.T) {
+	ctx := context.Background()
+	startNodes(t, "fin", "fin")
+	k := newKey(t, "k")
+	var raced int
+	writes.beforeWrites(func(req *http.Request) {
+		if req.Method != http.MethodPatch || !strings.HasSuffix(req.URL.Path, "/nodeaccesses/fin") || raced > 0 {
+			return
+		}
+		raced++
+		testenv.Eventually(t, timeout, "the other controller removing its finalizer", func() error {
+			got := &nav1.NodeAccess{}
+			if err := k8sClient.Get(ctx, client.ObjectKey{Name: "fin"}, got); err != nil {
+				return err
+			}
+			got.Finalizers = slices.DeleteFunc(got.Finalizers, func(f string) bool { return f == "example.com/keep" })
+			return k8sClient.Update(ctx, got)
+		})
+	})
+	t.Cleanup(func() { writes.beforeWrites(nil) })
+	na := nodeAccess("fin", "fin", k.line)
+	na.Finalizers = []string{"example.com/keep"}
+	create(t, na)
+	testenv.Eventually(t, timeout, "Ready", statusIs("fin", 1, 1, 1, nav1.AllNodesInSyncReason))
+	got := &nav1.NodeAccess{}
+	must(t, k8sClient.Get(ctx, client.ObjectKey{Name: "fin"}, got))
+	if raced != 1 {
+		t.Fatalf("the race was provoked %d times; the test proved nothing", raced)
+	}
+	if !slices.Equal(got.Finalizers, []string{controllers.Finalizer}) {
+		t.Fatalf("finalizers %v: another controller's removed finalizer came back", got.Finalizers)
+	}
 }

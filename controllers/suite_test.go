@@ -217,10 +217,21 @@ func allowSecrets(t *testing.T, ns string) {
 	}
 }
 
-// requestCounter counts non-read requests.
+// requestCounter counts non-read requests, and lets a test act just
+// before one of them reaches the API server.
 type requestCounter struct {
 	mu     sync.Mutex
 	counts map[string]int
+	// before, when set, runs before each non-read request is sent.
+	before func(*http.Request)
+}
+
+// beforeWrites sets (or, with nil, clears) the function run before each of
+// the manager's writes.
+func (c *requestCounter) beforeWrites(f func(*http.Request)) {
+	c.mu.Lock()
+	c.before = f
+	c.mu.Unlock()
 }
 
 type countingTransport struct {
@@ -238,7 +249,11 @@ func (t *countingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 	default:
 		t.c.mu.Lock()
 		t.c.counts[req.Method+" "+req.URL.Path]++
+		before := t.c.before
 		t.c.mu.Unlock()
+		if before != nil {
+			before(req)
+		}
 	}
 	return t.rt.RoundTrip(req)
 }
