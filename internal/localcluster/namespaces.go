@@ -72,6 +72,8 @@ func InPrivateNamespaces() bool { return os.Getenv(privateRoleEnv) == "inside" }
 //
 // The first process in the namespaces is this program again (see
 // PrivateNamespaceInit), which makes the mounts before it runs the program.
+// Its PID is written to opts.Dir/init.pid while it runs, so that a person
+// can enter the namespaces: nsenter -t PID -n -m kubectl ...
 func RunInPrivateNamespaces(opts PrivateOptions) (int, error) {
 	if opts.Dir == "" {
 		return 1, errors.New("private namespaces need a directory of their own")
@@ -95,7 +97,12 @@ func RunInPrivateNamespaces(opts PrivateOptions) (int, error) {
 		Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID,
 		Pdeathsig:  syscall.SIGKILL,
 	}
-	err = cmd.Run()
+	pidFile := filepath.Join(opts.Dir, "init.pid")
+	if err = cmd.Start(); err == nil {
+		_ = os.WriteFile(pidFile, []byte(fmt.Sprintln(cmd.Process.Pid)), 0o644)
+		err = cmd.Wait()
+		_ = os.Remove(pidFile)
+	}
 	var exit *exec.ExitError
 	switch {
 	case err == nil:
