@@ -49,8 +49,9 @@ fi
 for p in "${missing[@]}"; do
 	case $p in
 	containerd | runc)
-		if installed containerd.io || installed docker.io || installed podman; then
-			echo "node-packages.sh: another container runtime package is installed; not installing $p over it" >&2
+		# Docker's containerd.io bundles containerd and runc and conflicts with Debian's.
+		if installed containerd.io; then
+			echo "node-packages.sh: containerd.io is installed; not installing Debian's $p over it" >&2
 			exit 1
 		fi
 		;;
