@@ -131,9 +131,6 @@ func TestDockerfileDescribesTheSameImage(t *testing.T) {
 // (no shell, nothing else), runnable on this platform as the non-root user,
 // and the same bytes, so the same digest, when built twice.
 func TestOperatorImageArchive(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the operator's binaries twice")
-	}
 	ctx := context.Background()
 	dir := t.TempDir()
 	s := operator
