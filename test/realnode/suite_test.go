@@ -93,6 +93,11 @@ func outside() int {
 	if out, err := exec.Command(filepath.Join(root, "hack", "node-packages.sh"), "--check").CombinedOutput(); err != nil {
 		return fail(fmt.Errorf("%s", strings.TrimSpace(string(out))))
 	}
+	// The manifests are rendered inside by `go tool kustomize`, which
+	// cannot download anything there: build it here.
+	if err := run(root, "go", "tool", "kustomize", "version"); err != nil {
+		return fail(err)
+	}
 	imageTool := filepath.Join(dir, "bin", "image")
 	if err := run(root, "go", "build", "-o", imageTool, "./hack/image"); err != nil {
 		return fail(err)
