@@ -56,7 +56,7 @@ func startPausePod(t *testing.T, name string) *corev1.Pod {
 	ctx := context.Background()
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "pause", Image: pauseRef, ImagePullPolicy: corev1.PullNever}}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "pause", Image: pauseRef, ImagePullPolicy: corev1.PullNever}}},
 	}
 	if _, err := clientset.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
