@@ -14,6 +14,7 @@ package realnode
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"os"
 	"os/exec"
@@ -123,13 +124,15 @@ func outside() int {
 	if err != nil {
 		return fail(err)
 	}
-	// What the node did must have stayed in the namespaces.
+	// What the node did must have stayed in the namespaces: the machine's
+	// mounts, cgroups, account database and the node's directories are as
+	// they were.
 	mountsAfter, cgroupsAfter, err := machineState()
 	if err != nil {
 		return fail(err)
 	}
 	if added, removed := diff(mountsBefore, mountsAfter); len(added)+len(removed) > 0 {
-		fmt.Fprintf(os.Stderr, "realnode: the machine's mount table changed: added %v, removed %v\n", added, removed)
+		fmt.Fprintf(os.Stderr, "realnode: the machine's mount table or files changed: now %v, was %v\n", added, removed)
 		code = 1
 	}
 	if added, _ := diff(cgroupsBefore, cgroupsAfter); len(added) > 0 {
@@ -139,10 +142,32 @@ func outside() int {
 	return code
 }
 
-// machineState is the machine's mount points (with type and source) and
-// the first level of its cgroup hierarchies, as this process sees them
-// (it runs in the machine's namespaces).
+// machinePaths are the machine's files and directories the node's
+// programs write to inside the namespaces: the account database, and the
+// directories that kubelet, containerd, CNI and sshd hard-code.
+var machinePaths = []string{
+	"/etc/passwd", "/etc/group", "/etc/shadow", "/etc/cni", "/var/lib/kubelet", "/var/lib/containerd", "/var/lib/cni",
+	"/var/log/auth.log", "/var/log/pods", "/var/log/containers", "/usr/libexec/kubernetes", "/run/containerd", "/run/netns", "/run/sshd",
+}
+
+// machineState is the machine's mount points (with type and source), the
+// first level of its cgroup hierarchies, and whether each of machinePaths
+// exists and with what content, as this process sees them (it runs in the
+// machine's namespaces).
 func machineState() (mounts, cgroups []string, err error) {
+	for _, p := range machinePaths {
+		state := p + " absent"
+		if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return nil, nil, err
+			}
+			state = fmt.Sprintf("%s file %x", p, sha256.Sum256(data))
+		} else if err == nil {
+			state = p + " " + fi.Mode().Type().String()
+		}
+		mounts = append(mounts, state)
+	}
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, nil, err
