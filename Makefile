@@ -72,25 +72,21 @@ verify: generate manifests catalog ## Fail when generated files (deepcopy, CRDs,
 		git status --porcelain -- api config bundle bundle.Dockerfile catalog; git --no-pager diff --stat -- api config bundle bundle.Dockerfile catalog; exit 1; \
 	fi
 
-# DEBIAN_TEST_PACKAGES are the Debian packages tests need: a real sshd and ssh
-# client (the host key scanner, the agent's probe, kubectl nodeaccess's ssh tests).
-DEBIAN_TEST_PACKAGES ?= openssh-server openssh-client
-
-.PHONY: test-packages
-test-packages: ## Install the Debian packages the tests need, when missing (needs root).
-	hack/debian-packages.sh $(DEBIAN_TEST_PACKAGES)
-
 .PHONY: test
-test: manifests generate fmt vet k8s-bin test-packages ## Run every test: unit, fuzz seeds, envtest suites (real kube-apiserver and etcd) and the e2e suite on the local cluster.
+test: manifests generate fmt vet k8s-bin node-packages ## Run every test: unit, fuzz seeds, envtest suites (real kube-apiserver and etcd), the e2e, OLM and real-node suites (root).
 	KUBEBUILDER_ASSETS="$(K8S_BIN)" go test $(GOTEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: test-e2e
-test-e2e: manifests generate k8s-bin test-packages ## Run only the e2e suite: the local cluster, the manager and agents as processes, faults injected.
+test-e2e: manifests generate k8s-bin node-packages ## Run only the e2e suite: the local cluster, the manager and agents as processes, faults injected.
 	KUBEBUILDER_ASSETS="$(K8S_BIN)" go test $(GOTEST_FLAGS) -timeout $(TEST_TIMEOUT) -v ./test/e2e/
 
 .PHONY: test-olm
 test-olm: manifests generate k8s-bin ## Run only the OLM suite: install from catalog/ through real OLM, then upgrade through the Subscription (needs root: private network namespace).
 	KUBEBUILDER_ASSETS="$(K8S_BIN)" go test $(GOTEST_FLAGS) -timeout $(TEST_TIMEOUT) -v ./test/olm/
+
+.PHONY: test-realnode
+test-realnode: manifests generate k8s-bin node-packages ## Run only the real-node suite: kubelet, kube-proxy, containerd and sshd in private namespaces, pods from image archives (needs root).
+	KUBEBUILDER_ASSETS="$(K8S_BIN)" go test $(GOTEST_FLAGS) -timeout $(TEST_TIMEOUT) -v ./test/realnode/
 
 # BENCH_NODES are the node counts `make bench` measures (5000 works, slowly).
 BENCH_NODES ?= 100,1000
@@ -120,8 +116,19 @@ build: generate fmt vet ## Build the manager, agent and kubectl-nodeaccess binar
 run: manifests generate fmt vet ## Run the manager against the cluster of the current kubeconfig.
 	go run . --namespace=$(NAMESPACE) --metrics-bind-address=0 --health-probe-bind-address=127.0.0.1:8081
 
+# IMAGE_DIR holds the image archives `make image` writes.
+IMAGE_DIR ?= $(LOCALBIN)/image
+
+.PHONY: image
+image: ## Build the operator image as an archive, without docker or a registry: bin/image/nodeaccess-operator.tar, tagged IMG (ctr images import, docker load).
+	go run ./hack/image operator -tag $(IMG) -o $(IMAGE_DIR)/nodeaccess-operator.tar
+
+.PHONY: pause-image
+pause-image: ## Build the real node's sandbox (pause) image archive, bin/image/pause.tar (test infrastructure).
+	go run ./hack/image pause -o $(IMAGE_DIR)/pause.tar
+
 .PHONY: docker-build
-docker-build: ## Build the operator image (manager and agent).
+docker-build: ## Build the operator image with docker (the same image as make image).
 	$(CONTAINER_TOOL) build -t $(IMG) .
 
 .PHONY: docker-push
@@ -172,8 +179,12 @@ envtest: ## Build etcd, kube-apiserver and kubectl into bin/k8s (from Go modules
 	hack/tools/build.sh etcd kube-apiserver kubectl
 
 .PHONY: k8s-bin
-k8s-bin: envtest ## Build the whole local cluster into bin/k8s: also kube-controller-manager, kube-scheduler, kwok, opm, OLM's olm and catalog, and krew's manifest validator.
-	hack/tools/build.sh kube-controller-manager kube-scheduler kwok opm olm catalog validate-krew-manifest
+k8s-bin: ## Build the whole local cluster into bin/k8s: etcd, kube-apiserver, kubectl, kube-controller-manager, kube-scheduler, kubelet, kube-proxy (one go build), kwok, opm, OLM's olm and catalog, and krew's manifest validator.
+	hack/tools/build.sh etcd kube-apiserver kubectl kube-controller-manager kube-scheduler kubelet kube-proxy kwok opm olm catalog validate-krew-manifest
+
+.PHONY: node-packages
+node-packages: ## Install the Debian packages a real node and the tests need when they are missing (containerd, runc, CNI plugins, iptables, iproute2, OpenSSH, rsyslog); never starts a service.
+	hack/node-packages.sh
 
 .PHONY: kubectl
 kubectl: ## Build kubectl into bin/k8s.

@@ -24,9 +24,11 @@ type pki struct {
 
 func (p *pki) path(name string) string { return filepath.Join(p.dir, name) }
 
-// newPKI writes a CA, the API server's serving certificate, an admin client
-// certificate and the service-account signing key into dir.
-func newPKI(dir string) (*pki, error) {
+// newPKI writes a CA, the API server's serving certificate (for loopback,
+// address and the kubernetes Service), an admin client certificate, the
+// API server's client certificate for kubelets and the service-account
+// signing key into dir.
+func newPKI(dir string, address net.IP) (*pki, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -55,11 +57,18 @@ func newPKI(dir string) (*pki, error) {
 	if err := writePEM(p.path("ca.crt"), "CERTIFICATE", der); err != nil {
 		return nil, err
 	}
-	if err := p.issue("apiserver", "kube-apiserver", nil, x509.ExtKeyUsageServerAuth,
-		[]net.IP{net.ParseIP("127.0.0.1")}, []string{"localhost", "kubernetes", "kubernetes.default"}); err != nil {
+	ips := []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(KubernetesServiceIP)}
+	if address != nil && !address.IsLoopback() {
+		ips = append(ips, address)
+	}
+	if err := p.issue("apiserver", "kube-apiserver", nil, x509.ExtKeyUsageServerAuth, ips,
+		[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}); err != nil {
 		return nil, err
 	}
 	if err := p.issue("admin", "admin", []string{"system:masters"}, x509.ExtKeyUsageClientAuth, nil, nil); err != nil {
+		return nil, err
+	}
+	if err := p.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client", []string{"system:masters"}, x509.ExtKeyUsageClientAuth, nil, nil); err != nil {
 		return nil, err
 	}
 	saKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

@@ -35,6 +35,13 @@ const Version = "v1.37.2"
 // KwokAnnotation marks the nodes kwok manages.
 const KwokAnnotation = "kwok.x-k8s.io/node"
 
+// ServiceCIDR is the cluster's Service IP range; the kubernetes Service
+// has its first address, KubernetesServiceIP.
+const (
+	ServiceCIDR         = "10.96.0.0/16"
+	KubernetesServiceIP = "10.96.0.1"
+)
+
 // Node is a fake node to create.
 type Node struct {
 	Name   string
@@ -58,6 +65,12 @@ type Options struct {
 	ControlPlaneOnly bool
 	// APIServerArgs are added to kube-apiserver's flags (an audit log, say).
 	APIServerArgs []string
+	// Address is the IP the API server binds and advertises (127.0.0.1 when
+	// empty). A real node's pods reach the API server through the
+	// kubernetes Service, whose endpoint is this address, so a cluster with
+	// a real node binds an address of the node's network (see
+	// CreateNodeNetwork) rather than loopback.
+	Address string
 }
 
 // proc is a started process and a channel closed when it exits.
@@ -82,6 +95,9 @@ type Cluster struct {
 // Start brings the cluster up and waits until the API server is ready and
 // every node is Ready.
 func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
+	if opts.Address == "" {
+		opts.Address = "127.0.0.1"
+	}
 	c := &Cluster{opts: opts, procs: map[string]*proc{}}
 	defer func() {
 		if err != nil {
@@ -93,10 +109,10 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			return nil, err
 		}
 	}
-	if c.pki, err = newPKI(filepath.Join(opts.Dir, "pki")); err != nil {
+	if c.pki, err = newPKI(filepath.Join(opts.Dir, "pki"), net.ParseIP(opts.Address)); err != nil {
 		return nil, fmt.Errorf("making certificates: %w", err)
 	}
-	ports, err := freePorts(3)
+	ports, err := freePortsOn(opts.Address, 3)
 	if err != nil {
 		return nil, err
 	}
@@ -122,6 +138,9 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 	if err := c.start("kube-scheduler", "--kubeconfig="+c.Kubeconfig, "--leader-elect=false", "--secure-port=0"); err != nil {
 		return nil, err
+	}
+	if len(opts.Nodes) == 0 {
+		return c, c.Healthy()
 	}
 	if err := c.start("kwok", "--kubeconfig="+c.Kubeconfig, "--config="+opts.KwokStages,
 		"--manage-nodes-with-annotation-selector="+KwokAnnotation+"=fake", "--node-port=0", "--server-address="); err != nil {
@@ -213,18 +232,30 @@ func (c *Cluster) StartEtcd(ctx context.Context) error {
 }
 
 // StartAPIServer starts kube-apiserver (again, after StopAPIServer) and
-// waits until it is ready.
+// waits until it is ready. Nodes are authorized as on a real cluster (the
+// Node authorizer and NodeRestriction), and the API server reaches kubelets
+// at their InternalIP with a client certificate of its own.
 func (c *Cluster) StartAPIServer(ctx context.Context) error {
 	p := c.pki.path
+	// The kubernetes Service's endpoint is the advertised address; an
+	// Endpoints object may not hold a loopback address, so on loopback
+	// there is none.
+	reconciler := "lease"
+	if ip := net.ParseIP(c.opts.Address); ip == nil || ip.IsLoopback() {
+		reconciler = "none"
+	}
 	if err := c.start("kube-apiserver", append([]string{
-		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--secure-port=" + strconv.Itoa(c.apiPort),
+		"--bind-address=" + c.opts.Address, "--advertise-address=" + c.opts.Address, "--secure-port=" + strconv.Itoa(c.apiPort),
 		"--etcd-servers=" + fmt.Sprintf("http://127.0.0.1:%d", c.etcdPort),
 		"--tls-cert-file=" + p("apiserver.crt"), "--tls-private-key-file=" + p("apiserver.key"),
 		"--client-ca-file=" + p("ca.crt"),
-		"--service-account-issuer=" + fmt.Sprintf("https://127.0.0.1:%d", c.apiPort),
+		"--service-account-issuer=" + c.server(),
 		"--service-account-key-file=" + p("sa.pub"), "--service-account-signing-key-file=" + p("sa.key"),
-		"--service-cluster-ip-range=10.96.0.0/16", "--authorization-mode=RBAC",
-		"--endpoint-reconciler-type=none", "--allow-privileged=true",
+		"--service-cluster-ip-range=" + ServiceCIDR, "--authorization-mode=Node,RBAC",
+		"--enable-admission-plugins=NodeRestriction",
+		"--kubelet-client-certificate=" + p("apiserver-kubelet-client.crt"), "--kubelet-client-key=" + p("apiserver-kubelet-client.key"),
+		"--kubelet-preferred-address-types=InternalIP",
+		"--endpoint-reconciler-type=" + reconciler, "--allow-privileged=true",
 		"--enable-priority-and-fairness=false", "--profiling=false"}, c.opts.APIServerArgs...)...); err != nil {
 		return err
 	}
@@ -278,8 +309,13 @@ func (c *Cluster) Stop() {
 	}
 }
 
+// server is the API server's URL.
+func (c *Cluster) server() string {
+	return "https://" + net.JoinHostPort(c.opts.Address, strconv.Itoa(c.apiPort))
+}
+
 func (c *Cluster) writeKubeconfig() error {
-	server := fmt.Sprintf("https://127.0.0.1:%d", c.apiPort)
+	server := c.server()
 	p := c.pki.path
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters["local"] = &clientcmdapi.Cluster{Server: server, CertificateAuthority: p("ca.crt")}
@@ -344,7 +380,10 @@ func FreePort() (int, error) {
 }
 
 // freePorts asks the kernel for n free ports on 127.0.0.1.
-func freePorts(n int) ([]int, error) {
+func freePorts(n int) ([]int, error) { return freePortsOn("127.0.0.1", n) }
+
+// freePortsOn asks the kernel for n free ports on addr.
+func freePortsOn(addr string, n int) ([]int, error) {
 	var ports []int
 	var ls []net.Listener
 	defer func() {
@@ -353,7 +392,7 @@ func freePorts(n int) ([]int, error) {
 		}
 	}()
 	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
 		if err != nil {
 			return nil, err
 		}

@@ -43,14 +43,14 @@ type SSHDOptions struct {
 }
 
 // EnsureSSH installs openssh-server and openssh-client with the project's
-// hack/debian-packages.sh when sshd, ssh or ssh-keygen is missing.
+// hack/node-packages.sh when sshd, ssh or ssh-keygen is missing.
 func EnsureSSH(t testing.TB) {
 	t.Helper()
 	for _, bin := range []string{"/usr/sbin/sshd", "/usr/bin/ssh", "/usr/bin/ssh-keygen"} {
 		if _, err := os.Stat(bin); err == nil {
 			continue
 		}
-		cmd := exec.Command(filepath.Join(RepoRoot(), "hack", "debian-packages.sh"), "openssh-server", "openssh-client")
+		cmd := exec.Command(filepath.Join(RepoRoot(), "hack", "node-packages.sh"), "openssh-server", "openssh-client")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("installing openssh-server and openssh-client: %v\n%s", err, out)
 		}

@@ -67,15 +67,18 @@ const (
 )
 
 func TestMain(m *testing.M) {
-	if !localcluster.InPrivateNetwork() {
+	if code, ok := localcluster.PrivateNamespaceInit(); ok {
+		os.Exit(code)
+	}
+	if !localcluster.InPrivateNamespaces() {
 		os.Exit(outside())
 	}
 	os.Exit(inside(m))
 }
 
 // outside builds what the suite runs (go may need the module proxy, which
-// the private network cannot reach), then runs the suite again inside a
-// private network namespace.
+// the private network cannot reach), then runs the suite again inside
+// private namespaces.
 func outside() int {
 	dir := os.Getenv(workDirEnv)
 	if dir == "" {
@@ -104,7 +107,12 @@ func outside() int {
 			return 1
 		}
 	}
-	code, err := localcluster.RunInPrivateNetwork()
+	nsDir := filepath.Join(dir, "namespaces")
+	if err := os.MkdirAll(nsDir, 0o700); err != nil {
+		fmt.Fprintln(os.Stderr, "olm e2e:", err)
+		return 1
+	}
+	code, err := localcluster.RunInPrivateNamespaces(localcluster.PrivateOptions{Dir: nsDir, Keep: []string{root, dir}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "olm e2e:", err)
 	}
@@ -115,9 +123,6 @@ func inside(m *testing.M) int {
 	fail := func(err error) int {
 		fmt.Fprintln(os.Stderr, "olm e2e setup:", err)
 		return 1
-	}
-	if err := localcluster.LoopbackUp(); err != nil {
-		return fail(err)
 	}
 	workDir = os.Getenv(workDirEnv)
 	binDir = filepath.Join(workDir, "bin")

@@ -1,0 +1,275 @@
+package localcluster
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// The machine's OpenSSH and rsyslog (Debian's packages; see hack/node-packages.sh).
+const (
+	sshdBin     = "/usr/sbin/sshd"
+	sshBin      = "/usr/bin/ssh"
+	rsyslogdBin = "/usr/sbin/rsyslogd"
+	// AuthLog is where the node's sshd logs, through rsyslog, in the
+	// namespaces' /var/log.
+	AuthLog = "/var/log/auth.log"
+)
+
+// SSHDOptions say where the node's sshd listens and keeps its files.
+type SSHDOptions struct {
+	// Dir holds sshd's and rsyslog's configuration, the host key, PID files and logs.
+	Dir string
+	// Address and Port are where sshd listens (the node IP, port 22 when 0).
+	Address string
+	Port    int
+}
+
+// SSHD is Debian's OpenSSH server running as a node's sshd would, inside
+// the private namespaces: it reads their /etc (passwd, shadow, with the
+// test accounts) and /home, with its own host key, StrictModes, public
+// keys only and no PAM, and it logs through an rsyslogd of its own into
+// the namespaces' /var/log/auth.log.
+type SSHD struct {
+	opts       SSHDOptions
+	sshd       *proc
+	rsyslog    *proc
+	knownHosts string
+}
+
+// StartSSHD starts rsyslogd and sshd and waits until sshd answers.
+func StartSSHD(ctx context.Context, opts SSHDOptions) (_ *SSHD, err error) {
+	if !InPrivateNamespaces() {
+		return nil, errors.New("the node's sshd runs only inside private namespaces (RunInPrivateNamespaces)")
+	}
+	if opts.Port == 0 {
+		opts.Port = 22
+	}
+	for _, p := range []string{sshdBin, sshBin, rsyslogdBin} {
+		if _, err := os.Stat(p); err != nil {
+			return nil, fmt.Errorf("the node's sshd needs %s (hack/node-packages.sh installs it)", p)
+		}
+	}
+	if err := checkPrivsepUser(); err != nil {
+		return nil, err
+	}
+	s := &SSHD{opts: opts, knownHosts: filepath.Join(opts.Dir, "known_hosts")}
+	defer func() {
+		if err != nil {
+			s.Stop()
+		}
+	}()
+	if err := os.MkdirAll(filepath.Join(opts.Dir, "rsyslog"), 0o700); err != nil {
+		return nil, err
+	}
+	// sshd's privilege separation directory, in the namespaces' /run.
+	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
+		return nil, err
+	}
+	hostKey := filepath.Join(opts.Dir, "ssh_host_ed25519_key")
+	pub, err := WriteKeyPair(hostKey, "nodeaccess-node-host")
+	if err != nil {
+		return nil, err
+	}
+	host := opts.Address
+	if opts.Port != 22 {
+		host = "[" + opts.Address + "]:" + strconv.Itoa(opts.Port)
+	}
+	if err := os.WriteFile(s.knownHosts, []byte(host+" "+pub+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	files := map[string]string{
+		"rsyslog.conf": `# The node's syslog: sshd's authentication messages into /var/log/auth.log.
+global(workDirectory="` + filepath.Join(opts.Dir, "rsyslog") + `")
+module(load="imuxsock" SysSock.Name="/dev/log")
+auth,authpriv.* action(type="omfile" file="` + AuthLog + `" fileCreateMode="0640")
+`,
+		"sshd_config": `# The node's sshd: its own host key, keys only, no PAM, StrictModes.
+Port ` + strconv.Itoa(opts.Port) + `
+ListenAddress ` + opts.Address + `
+HostKey ` + hostKey + `
+PidFile ` + filepath.Join(opts.Dir, "sshd.pid") + `
+StrictModes yes
+UsePAM no
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+AuthorizedKeysFile .ssh/authorized_keys
+PermitRootLogin no
+SyslogFacility AUTH
+LogLevel VERBOSE
+UseDNS no
+PrintMotd no
+PrintLastLog no
+Subsystem sftp internal-sftp
+`,
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(opts.Dir, name), []byte(content), 0o600); err != nil {
+			return nil, err
+		}
+	}
+	if s.rsyslog, err = startLogged(filepath.Join(opts.Dir, "rsyslogd.log"), rsyslogdBin, "-n", "-f", filepath.Join(opts.Dir, "rsyslog.conf"), "-i", filepath.Join(opts.Dir, "rsyslogd.pid")); err != nil {
+		return nil, err
+	}
+	if err := waitFor(ctx, 20*time.Second, "rsyslogd's /dev/log", func() error {
+		if s.rsyslog.exited() {
+			return fmt.Errorf("rsyslogd exited (see %s)", filepath.Join(opts.Dir, "rsyslogd.log"))
+		}
+		fi, err := os.Lstat("/dev/log")
+		if err != nil {
+			return err
+		}
+		if fi.Mode()&os.ModeSocket == 0 {
+			return errors.New("/dev/log is not a socket")
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	// -D: stay in the foreground; without -e it logs to syslog.
+	if s.sshd, err = startLogged(filepath.Join(opts.Dir, "sshd.log"), sshdBin, "-D", "-f", filepath.Join(opts.Dir, "sshd_config")); err != nil {
+		return nil, err
+	}
+	addr := net.JoinHostPort(opts.Address, strconv.Itoa(opts.Port))
+	if err := waitFor(ctx, 20*time.Second, "sshd on "+addr, func() error {
+		if s.sshd.exited() {
+			return fmt.Errorf("sshd exited (see %s and %s)", filepath.Join(opts.Dir, "sshd.log"), AuthLog)
+		}
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		banner := make([]byte, 4)
+		if _, err := c.Read(banner); err != nil || string(banner) != "SSH-" {
+			return fmt.Errorf("no SSH banner (%v)", err)
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// checkPrivsepUser refuses to start without sshd's privilege separation
+// account, which Debian's openssh-server adds to the machine's /etc/passwd.
+func checkPrivsepUser() error {
+	data, err := os.ReadFile("/etc/passwd")
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "sshd:") {
+			return nil
+		}
+	}
+	return errors.New("the node's /etc/passwd has no sshd account (is openssh-server installed? hack/node-packages.sh)")
+}
+
+// Login runs `ssh` as root from inside the namespaces: user@address with
+// the private key in identity, in batch mode (no password, no prompt),
+// checking the host key, and returns the output and ssh's error (exit
+// status 255 for a refused login).
+func (s *SSHD) Login(ctx context.Context, user, identity string, command ...string) ([]byte, error) {
+	args := []string{"-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes",
+		"-o", "UserKnownHostsFile=" + s.knownHosts, "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
+		"-i", identity, "-p", strconv.Itoa(s.opts.Port), user + "@" + s.opts.Address, "--"}
+	cmd := exec.CommandContext(ctx, sshBin, append(args, command...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.Bytes(), err
+}
+
+// Processes are sshd's and rsyslogd's PIDs, with their names.
+func (s *SSHD) Processes() map[int]string {
+	out := map[int]string{}
+	for name, p := range map[string]*proc{"sshd": s.sshd, "rsyslogd": s.rsyslog} {
+		if p != nil && !p.exited() {
+			out[p.cmd.Process.Pid] = name
+		}
+	}
+	return out
+}
+
+// Stop stops sshd (and the sessions it runs), then rsyslogd.
+func (s *SSHD) Stop() {
+	for _, p := range []*proc{s.sshd, s.rsyslog} {
+		if p == nil {
+			continue
+		}
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			<-p.done
+		}
+	}
+}
+
+// WriteKeyPair writes a new ed25519 private key to path (0600, OpenSSH
+// format) and its public key to path.pub, and returns the public key line.
+func WriteKeyPair(path, comment string) (string, error) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return "", err
+	}
+	block, err := ssh.MarshalPrivateKey(priv, comment)
+	if err != nil {
+		return "", fmt.Errorf("encoding an ssh key: %w", err)
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+		return "", err
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		return "", err
+	}
+	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " " + comment
+	return line, os.WriteFile(path+".pub", []byte(line+"\n"), 0o644)
+}
+
+// startLogged starts a program in its own process group with its output
+// in logFile; it dies with this process.
+func startLogged(logFile, bin string, args ...string) (*proc, error) {
+	logf, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", filepath.Base(bin), err)
+	}
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	return p, nil
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
