@@ -24,6 +24,7 @@ import (
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
 	"github.com/nodeaccess/nodeaccess-operator/controllers"
+	"github.com/nodeaccess/nodeaccess-operator/internal/flagenv"
 	"github.com/nodeaccess/nodeaccess-operator/internal/keypolicy"
 	"github.com/nodeaccess/nodeaccess-operator/internal/nodewriter"
 	"github.com/nodeaccess/nodeaccess-operator/internal/render"
@@ -62,6 +63,10 @@ type options struct {
 	apiQPS             float64
 	apiBurst           int
 }
+
+// envPrefix starts the environment variables that set the manager's
+// flags (OLM's Subscription spec.config.env sets them on its Deployment).
+const envPrefix = "NODEACCESS"
 
 func run() error {
 	var opts options
@@ -110,7 +115,15 @@ func run() error {
 		"Node reports within this window are folded into one status update.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
+	flag.CommandLine.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "Usage of %s:\n", os.Args[0])
+		flag.PrintDefaults()
+		fmt.Fprintln(flag.CommandLine.Output(), flagenv.Usage(envPrefix))
+	}
 	flag.Parse()
+	if err := flagenv.Apply(flag.CommandLine, envPrefix, nil); err != nil {
+		return err
+	}
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")
