@@ -162,7 +162,7 @@ func run(c config) error {
 	if err := down(c); err != nil {
 		return err
 	}
-	if err := removeDemoDir(c); err != nil { // a fresh cluster, every time
+	if err := clearDemoDir(c); err != nil { // a fresh cluster, every time
 		return err
 	}
 	if err := os.MkdirAll(c.logs(), 0o755); err != nil {
@@ -218,31 +218,6 @@ func run(c config) error {
 	return show(c, withNode)
 }
 
-// demoMarker marks a directory as the demo's: run removes it whole.
-const demoMarker = ".nodeaccess-demo"
-
-// removeDemoDir removes the last demo's directory, and refuses to remove
-// a directory -dir names that is not one (not empty, no marker), unless it
-// is the repository's _demo.
-func removeDemoDir(c config) error {
-	entries, err := os.ReadDir(c.dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("reading the demo's directory: %w", err)
-	}
-	_, err = os.Lstat(c.path(demoMarker))
-	marked := err == nil
-	if len(entries) > 0 && !marked && c.dir != filepath.Join(c.root, "_demo") {
-		return fmt.Errorf("refusing to remove %s: it is not empty and not a demo's directory", c.dir)
-	}
-	if err := os.RemoveAll(c.dir); err != nil {
-		return fmt.Errorf("removing the last demo: %w", err)
-	}
-	return nil
-}
-
 // noRealNode says, in one line, why the demo runs without a real node.
 func noRealNode(why string) {
 	fmt.Printf("No real node: %s; the demo runs with its fake nodes only.\n", why)
@@ -268,12 +243,7 @@ func reset(c config) error {
 	if err := down(c); err != nil {
 		return err
 	}
-	for _, d := range []string{"cluster", "nodes", "namespaces", "real-node", "sshd"} {
-		if err := os.RemoveAll(c.path(d)); err != nil {
-			return fmt.Errorf("removing %s: %w", d, err)
-		}
-	}
-	return nil
+	return clearDemoDir(c, "cluster", "nodes", "namespaces", "real-node", "sshd")
 }
 
 // startDaemon starts `demo up` in a session of its own (so that it
@@ -329,8 +299,12 @@ func startDaemon(c config, withNode bool) (state, error) {
 }
 
 // down stops a running demo, if any, waits for it to go, and removes the
-// cgroups a killed real node left.
+// cgroups a killed real node left. In a directory that is not a demo's
+// (checkDemoDir) it touches nothing.
 func down(c config) error {
+	if exists, err := checkDemoDir(c); err != nil || !exists {
+		return err
+	}
 	defer removeLeftCgroups(c)
 	data, err := os.ReadFile(c.pidFile())
 	if errors.Is(err, os.ErrNotExist) {
