@@ -78,7 +78,7 @@ func TestDemoUpAndDown(t *testing.T) {
 		_ = exec.Command(filepath.Join(bin, "demo"), "-dir="+dir, "down").Run()
 	})
 	if err != nil {
-		t.Fatalf("demo: %v\n%s\n%s", err, out.String(), readFile(filepath.Join(dir, "logs", "demo-up.log")))
+		t.Fatalf("demo: %v\n%s\n%s%s", err, out.String(), readFile(filepath.Join(dir, "logs", "demo-up.log")), logTails(dir))
 	}
 	t.Logf("demo returned in %s", time.Since(start).Round(100*time.Millisecond))
 	shown := out.String()
@@ -329,6 +329,17 @@ func command(t *testing.T, dir string, env []string, args ...string) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
 	}
+}
+
+// logTails are the last lines of the real node's logs, for a failure.
+func logTails(dir string) string {
+	logs, _ := filepath.Glob(filepath.Join(dir, "real-node", "logs", "*.log"))
+	var b strings.Builder
+	for _, l := range logs {
+		lines := strings.Split(strings.TrimSpace(readFile(l)), "\n")
+		fmt.Fprintf(&b, "\n--- the last lines of %s:\n%s\n", l, strings.Join(lines[max(0, len(lines)-15):], "\n"))
+	}
+	return b.String()
 }
 
 func readFile(p string) string {
