@@ -28,6 +28,13 @@ CONTAINER_TOOL ?= docker
 # NAMESPACE is the operator's namespace for `make run`.
 NAMESPACE ?= nodeaccess-system
 
+# Every build and test of the project compiles its packages once, into one Go
+# build cache: static (no cgo) and with trimmed paths, as the image's binaries
+# are built (hack/image), so the image, the suites' binaries and the tests
+# share the compile work. (hack/tools/build.sh keeps Go's defaults.)
+export CGO_ENABLED := 0
+export GOFLAGS := -trimpath $(GOFLAGS)
+
 # Test settings. GOTEST_FLAGS are passed to every `go test`.
 GOTEST_FLAGS ?= -count=1
 TEST_TIMEOUT ?= 30m
@@ -171,6 +178,7 @@ deploy: manifests ## Deploy the operator with kustomize (without OLM) to the clu
 undeploy: ## Remove the operator deployed with `make deploy`: first revoke every NodeAccess (hack/revoke-all.sh), unless KEEP_KEYS=true.
 	@if [ "$(KEEP_KEYS)" != "true" ]; then KUBECTL="$(KUBECTL)" hack/revoke-all.sh; else echo "KEEP_KEYS=true: every key stays on the nodes"; fi
 	$(KUSTOMIZE) build config/default | $(KUBECTL) delete --ignore-not-found -f -
+	$(KUBECTL) delete --ignore-not-found validatingadmissionpolicybinding,validatingadmissionpolicy nodeaccess-agent-own-report
 
 ##@ Local control plane
 

@@ -16,6 +16,10 @@ out=${K8S_BIN_DIR:-$root/bin/k8s}
 k8s_version=v1.37.2
 k8s_ldflags="-s -w -X k8s.io/component-base/version.gitVersion=${k8s_version} -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37 -X k8s.io/component-base/version.gitTreeState=clean"
 
+# The tools keep Go's default cgo setting whatever the caller's (opm links
+# sqlite through cgo); -trimpath is passed below.
+unset CGO_ENABLED GOFLAGS
+
 mkdir -p "$out"
 
 # sum DIR: the checksum of a tools module, kept in each binary's stamp.
