@@ -12,6 +12,7 @@ import (
 	"time"
 
 	operatorsv2 "github.com/operator-framework/api/pkg/operators/v2"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -59,6 +60,9 @@ type options struct {
 	allowCertificates  bool
 	revocationTimeout  time.Duration
 	statusDelay        time.Duration
+	reportStaleAfter   time.Duration
+	monitoring         bool
+	monitoringLabels   string
 	apiQPS             float64
 	apiBurst           int
 }
@@ -108,6 +112,12 @@ func run() error {
 	flag.IntVar(&opts.apiBurst, "kube-api-burst", 200, "Burst above --kube-api-qps.")
 	flag.DurationVar(&opts.statusDelay, "status-delay", time.Second,
 		"Node reports within this window are folded into one status update.")
+	flag.DurationVar(&opts.reportStaleAfter, "report-stale-after", controllers.DefaultReportStaleAfter,
+		"A node report whose heartbeat is older counts in nodeaccess_nodes_without_report (agents renew it every 10 minutes).")
+	flag.BoolVar(&opts.monitoring, "install-monitoring", true,
+		"Install the alerts (PrometheusRule) and the ServiceMonitor in the operator's namespace while the Prometheus operator's CRDs are served.")
+	flag.StringVar(&opts.monitoringLabels, "monitoring-labels", "",
+		"Labels added to the PrometheusRule and ServiceMonitor, for a Prometheus that selects them by label (for example release=monitoring).")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -149,6 +159,10 @@ func run() error {
 		}
 		homeRoots = append(homeRoots, r)
 	}
+	monitoringLabels, err := labels.ConvertSelectorToLabelsMap(opts.monitoringLabels)
+	if err != nil {
+		return fmt.Errorf("--monitoring-labels: %w", err)
+	}
 	limits := render.ClusterLimits{MaxGrants: opts.maxGrants, MaxBytes: opts.maxRenderedBytes, MaxAccountBytes: opts.maxAccountBytes}
 	if limits.MaxGrants <= 0 || limits.MaxBytes <= 0 || limits.MaxAccountBytes <= 0 {
 		return fmt.Errorf("--max-grants, --max-rendered-bytes and --max-account-key-bytes must be positive")
@@ -189,6 +203,9 @@ func run() error {
 		},
 		RevocationTimeout: opts.revocationTimeout,
 		StatusDelay:       opts.statusDelay,
+		ReportStaleAfter:  opts.reportStaleAfter,
+		Monitoring:        opts.monitoring,
+		MonitoringLabels:  monitoringLabels,
 		// OLM sets this; the manager then tells OLM when an upgrade must wait.
 		OperatorCondition: os.Getenv("OPERATOR_CONDITION_NAME"),
 	}); err != nil {
