@@ -172,8 +172,8 @@ envtest: ## Build etcd, kube-apiserver and kubectl into bin/k8s (from Go modules
 	hack/tools/build.sh etcd kube-apiserver kubectl
 
 .PHONY: k8s-bin
-k8s-bin: envtest ## Build the whole local cluster into bin/k8s: also kube-controller-manager, kube-scheduler, kwok, opm, OLM's olm and catalog, and krew's manifest validator.
-	hack/tools/build.sh kube-controller-manager kube-scheduler kwok opm olm catalog validate-krew-manifest
+k8s-bin: envtest ## Build the whole local cluster into bin/k8s: also kube-controller-manager, kube-scheduler, kwok, opm, OLM's olm and catalog, krew's manifest validator and promtool.
+	hack/tools/build.sh kube-controller-manager kube-scheduler kwok opm olm catalog validate-krew-manifest promtool
 
 .PHONY: kubectl
 kubectl: ## Build kubectl into bin/k8s.

@@ -63,6 +63,7 @@ type options struct {
 	reportStaleAfter   time.Duration
 	monitoring         bool
 	monitoringLabels   string
+	monitoringRecheck  time.Duration
 	apiQPS             float64
 	apiBurst           int
 }
@@ -118,6 +119,8 @@ func run() error {
 		"Install the alerts (PrometheusRule) and the ServiceMonitor in the operator's namespace while the Prometheus operator's CRDs are served.")
 	flag.StringVar(&opts.monitoringLabels, "monitoring-labels", "",
 		"Labels added to the PrometheusRule and ServiceMonitor, for a Prometheus that selects them by label (for example release=monitoring).")
+	flag.DurationVar(&opts.monitoringRecheck, "monitoring-recheck", controllers.DefaultMonitoringRecheck,
+		"How often the manager looks again for the Prometheus operator's CRDs while they are not served.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -158,6 +161,9 @@ func run() error {
 			return fmt.Errorf("--home-roots: %w", err)
 		}
 		homeRoots = append(homeRoots, r)
+	}
+	if opts.reportStaleAfter <= 0 || opts.monitoringRecheck <= 0 {
+		return fmt.Errorf("--report-stale-after and --monitoring-recheck must be positive")
 	}
 	monitoringLabels, err := labels.ConvertSelectorToLabelsMap(opts.monitoringLabels)
 	if err != nil {
@@ -206,6 +212,7 @@ func run() error {
 		ReportStaleAfter:  opts.reportStaleAfter,
 		Monitoring:        opts.monitoring,
 		MonitoringLabels:  monitoringLabels,
+		MonitoringRecheck: opts.monitoringRecheck,
 		// OLM sets this; the manager then tells OLM when an upgrade must wait.
 		OperatorCondition: os.Getenv("OPERATOR_CONDITION_NAME"),
 	}); err != nil {
