@@ -115,10 +115,11 @@ func run() error {
 		"Node reports within this window are folded into one status update.")
 	flag.DurationVar(&opts.reportStaleAfter, "report-stale-after", controllers.DefaultReportStaleAfter,
 		"A node report whose heartbeat is older counts in nodeaccess_nodes_without_report (agents renew it every 10 minutes).")
-	flag.BoolVar(&opts.monitoring, "install-monitoring", true,
-		"Install the alerts (PrometheusRule) and the ServiceMonitor in the operator's namespace while the Prometheus operator's CRDs are served.")
-	flag.StringVar(&opts.monitoringLabels, "monitoring-labels", "",
-		"Labels added to the PrometheusRule and ServiceMonitor, for a Prometheus that selects them by label (for example release=monitoring).")
+	// With OLM, a Subscription's spec.config sets environment variables, not arguments.
+	flag.BoolVar(&opts.monitoring, "install-monitoring", os.Getenv("NODEACCESS_INSTALL_MONITORING") != "false",
+		"Install the alerts (PrometheusRule) and the ServiceMonitor in the operator's namespace while the Prometheus operator's CRDs are served (default: true unless $NODEACCESS_INSTALL_MONITORING is false).")
+	flag.StringVar(&opts.monitoringLabels, "monitoring-labels", os.Getenv("NODEACCESS_MONITORING_LABELS"),
+		"Labels added to the PrometheusRule and ServiceMonitor, for a Prometheus that selects them by label, for example release=monitoring (default: $NODEACCESS_MONITORING_LABELS).")
 	flag.DurationVar(&opts.monitoringRecheck, "monitoring-recheck", controllers.DefaultMonitoringRecheck,
 		"How often the manager looks again for the Prometheus operator's CRDs while they are not served.")
 	zapOpts := zap.Options{}
