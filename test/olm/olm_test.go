@@ -102,6 +102,15 @@ func TestInstallThenUpgradeThroughASubscription(t *testing.T) {
 	before := &nav1.NodeAccess{}
 	must(t, k8s.Get(ctx, client.ObjectKey{Name: "team-kept"}, before))
 
+	// This cluster has no Prometheus operator: the bundle installed all the
+	// same, and the manager installs no alerts, saying so. Once the
+	// Prometheus operator's CRDs appear, it creates them, owned by the
+	// Deployment OLM made; the upgrade below is then an install on a
+	// cluster with those CRDs.
+	managerSaysNotInstalling(t)
+	installPrometheusOperatorCRDs(t)
+	testenv.Eventually(t, timeout, "alerts and ServiceMonitor installed", monitoringOwnedByTheDeployment)
+
 	// A revocation the node has not confirmed (its agent is paused): the
 	// operator tells OLM not to replace it.
 	must(t, agent.Signal(syscall.SIGSTOP))
@@ -155,6 +164,7 @@ func TestInstallThenUpgradeThroughASubscription(t *testing.T) {
 	testenv.Eventually(t, timeout, "the operator Deployment replaced", deploymentOwnedBy(next.name))
 	t.Logf("upgraded to %s in %s once the operator allowed it", next.name, time.Since(start).Round(100*time.Millisecond))
 	installedAsTheCSVSays(t, next.name)
+	testenv.Eventually(t, timeout, "alerts and ServiceMonitor kept across the upgrade", monitoringOwnedByTheDeployment)
 
 	// The users' objects are as they were, and still served.
 	after := &nav1.NodeAccess{}
@@ -165,6 +175,11 @@ func TestInstallThenUpgradeThroughASubscription(t *testing.T) {
 	must(t, holds(host, kept.blob)())
 	manager.Stop(syscall.SIGTERM)
 	agent.Stop(syscall.SIGTERM)
+
+	// Uninstalling the operator takes the alerts and the ServiceMonitor
+	// with its Deployment.
+	uninstall(t, next.name)
+	testenv.Eventually(t, timeout, "alerts and ServiceMonitor removed with the operator", monitoringGone)
 }
 
 // installedAsTheCSVSays checks what OLM created for the CSV: the CRDs
@@ -287,7 +302,7 @@ func startManager(t *testing.T, csvName string) *localcluster.Process {
 	p, err := cluster.StartProcessEnv(logDir, "manager", []string{"OPERATOR_CONDITION_NAME=" + csvName},
 		filepath.Join(binDir, "manager"), "--namespace="+installNamespace,
 		"--agent-image=example.com/nodeaccess-operator:olm-e2e", "--operator-deployment="+deployment,
-		"--metrics-bind-address=0", "--health-probe-bind-address=0", "--status-delay=200ms", "--revocation-timeout=10m")
+		"--metrics-bind-address=0", "--health-probe-bind-address=0", "--status-delay=200ms", "--revocation-timeout=10m", "--monitoring-recheck=500ms")
 	must(t, err)
 	t.Cleanup(func() { p.Stop(syscall.SIGKILL) })
 	return p

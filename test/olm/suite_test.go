@@ -92,6 +92,10 @@ func outside() int {
 			return 1
 		}
 	}
+	if _, err := testenv.MonitoringCRDs(filepath.Join(dir, "monitoring-crds")); err != nil {
+		fmt.Fprintln(os.Stderr, "olm e2e:", err)
+		return 1
+	}
 	code, err := localcluster.RunInPrivateNetwork()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "olm e2e:", err)
