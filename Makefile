@@ -187,8 +187,8 @@ envtest: ## Build etcd, kube-apiserver and kubectl into bin/k8s (from Go modules
 	hack/tools/build.sh etcd kube-apiserver kubectl
 
 .PHONY: k8s-bin
-k8s-bin: ## Build the whole local cluster into bin/k8s: etcd, kube-apiserver, kubectl, kube-controller-manager, kube-scheduler, kubelet, kube-proxy (one go build), kwok, opm, OLM's olm and catalog, and krew's manifest validator.
-	hack/tools/build.sh etcd kube-apiserver kubectl kube-controller-manager kube-scheduler kubelet kube-proxy kwok opm olm catalog validate-krew-manifest
+k8s-bin: ## Build the whole local cluster into bin/k8s: etcd, kube-apiserver, kubectl, kube-controller-manager, kube-scheduler, kubelet, kube-proxy (one go build), kwok, opm, OLM's olm and catalog, krew's manifest validator and promtool.
+	hack/tools/build.sh etcd kube-apiserver kubectl kube-controller-manager kube-scheduler kubelet kube-proxy kwok opm olm catalog validate-krew-manifest promtool
 
 .PHONY: node-packages
 node-packages: ## Install the Debian packages a real node and the tests need when they are missing (containerd, runc, CNI plugins, iptables, iproute2, OpenSSH, rsyslog); never starts a service.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	operatorsv2 "github.com/operator-framework/api/pkg/operators/v2"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -60,6 +61,10 @@ type options struct {
 	allowCertificates  bool
 	revocationTimeout  time.Duration
 	statusDelay        time.Duration
+	reportStaleAfter   time.Duration
+	monitoring         bool
+	monitoringLabels   string
+	monitoringRecheck  time.Duration
 	apiQPS             float64
 	apiBurst           int
 }
@@ -113,6 +118,15 @@ func run() error {
 	flag.IntVar(&opts.apiBurst, "kube-api-burst", 200, "Burst above --kube-api-qps.")
 	flag.DurationVar(&opts.statusDelay, "status-delay", time.Second,
 		"Node reports within this window are folded into one status update.")
+	flag.DurationVar(&opts.reportStaleAfter, "report-stale-after", controllers.DefaultReportStaleAfter,
+		"A node report whose heartbeat is older counts in nodeaccess_nodes_without_report (agents renew it every 10 minutes).")
+	// With OLM, a Subscription's spec.config sets environment variables, not arguments.
+	flag.BoolVar(&opts.monitoring, "install-monitoring", true,
+		"Install the alerts (PrometheusRule) and the ServiceMonitor in the operator's namespace while the Prometheus operator's CRDs are served.")
+	flag.StringVar(&opts.monitoringLabels, "monitoring-labels", "",
+		"Labels added to the PrometheusRule and ServiceMonitor, for a Prometheus that selects them by label, for example release=monitoring.")
+	flag.DurationVar(&opts.monitoringRecheck, "monitoring-recheck", controllers.DefaultMonitoringRecheck,
+		"How often the manager looks again for the Prometheus operator's CRDs while they are not served.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.CommandLine.Usage = func() {
@@ -162,6 +176,13 @@ func run() error {
 		}
 		homeRoots = append(homeRoots, r)
 	}
+	if opts.reportStaleAfter <= 0 || opts.monitoringRecheck <= 0 {
+		return fmt.Errorf("--report-stale-after and --monitoring-recheck must be positive")
+	}
+	monitoringLabels, err := labels.ConvertSelectorToLabelsMap(opts.monitoringLabels)
+	if err != nil {
+		return fmt.Errorf("--monitoring-labels: %w", err)
+	}
 	limits := render.ClusterLimits{MaxGrants: opts.maxGrants, MaxBytes: opts.maxRenderedBytes, MaxAccountBytes: opts.maxAccountBytes}
 	if limits.MaxGrants <= 0 || limits.MaxBytes <= 0 || limits.MaxAccountBytes <= 0 {
 		return fmt.Errorf("--max-grants, --max-rendered-bytes and --max-account-key-bytes must be positive")
@@ -203,6 +224,10 @@ func run() error {
 		},
 		RevocationTimeout: opts.revocationTimeout,
 		StatusDelay:       opts.statusDelay,
+		ReportStaleAfter:  opts.reportStaleAfter,
+		Monitoring:        opts.monitoring,
+		MonitoringLabels:  monitoringLabels,
+		MonitoringRecheck: opts.monitoringRecheck,
 		// OLM sets this; the manager then tells OLM when an upgrade must wait.
 		OperatorCondition: os.Getenv("OPERATOR_CONDITION_NAME"),
 	}); err != nil {

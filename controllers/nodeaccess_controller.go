@@ -172,6 +172,7 @@ func (r *NodeAccessReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	na := &nav1.NodeAccess{}
 	if err := r.Client.Get(ctx, req.NamespacedName, na); err != nil {
 		if apierrors.IsNotFound(err) {
+			r.forgetMetrics(req.Name, "") // gone without this manager releasing it
 			return ctrl.Result{}, r.deleteOrphan(ctx, req.Name)
 		}
 		return ctrl.Result{}, err

@@ -238,6 +238,7 @@ func truncate(s string, n int) string {
 
 // patchStatus writes status only when it changed.
 func (r *NodeAccessReconciler) patchStatus(ctx context.Context, na *nav1.NodeAccess, st nav1.NodeAccessStatus) error {
+	recordStatus(na, &st)
 	if equality.Semantic.DeepEqual(na.Status, st) {
 		return nil
 	}

@@ -49,6 +49,17 @@ type Options struct {
 	// OperatorCondition names the OperatorCondition OLM created for this
 	// operator ($OPERATOR_CONDITION_NAME); empty when not installed by OLM.
 	OperatorCondition string
+	// ReportStaleAfter is how old a node report's heartbeat may be before
+	// the node counts as not reporting; zero means DefaultReportStaleAfter.
+	ReportStaleAfter time.Duration
+	// Monitoring installs the PrometheusRule and ServiceMonitor while the
+	// Prometheus operator's CRDs are served.
+	Monitoring bool
+	// MonitoringLabels are added to both objects.
+	MonitoringLabels map[string]string
+	// MonitoringRecheck is how often the CRDs are looked for while missing;
+	// zero means DefaultMonitoringRecheck.
+	MonitoringRecheck time.Duration
 }
 
 // Setup registers every controller of the manager.
@@ -78,6 +89,15 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		}
 		if err := up.SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("setting up the Upgradeable controller: %w", err)
+		}
+	}
+	am := &AgentMetricsReconciler{Client: mgr.GetClient(), Namespace: opts.Namespace, StaleAfter: opts.ReportStaleAfter, Delay: opts.StatusDelay}
+	if err := am.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the agent metrics controller: %w", err)
+	}
+	if opts.Monitoring {
+		if err := SetupMonitoring(mgr, opts); err != nil {
+			return err
 		}
 	}
 	if opts.AgentImage == "" {

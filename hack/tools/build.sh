@@ -70,7 +70,7 @@ k8s=()
 for name in "$@"; do
 	case $name in
 	kube-apiserver | kube-controller-manager | kube-scheduler | kubectl | kubelet | kube-proxy) k8s+=("$name") ;;
-	etcd | kwok | olm | catalog | opm | validate-krew-manifest) ;;
+	etcd | kwok | olm | catalog | opm | validate-krew-manifest | promtool) ;;
 	*)
 		echo "build.sh: unknown binary $name" >&2
 		exit 2
@@ -86,5 +86,7 @@ for name in "$@"; do
 	validate-krew-manifest) build validate-krew-manifest "$here/krew" sigs.k8s.io/krew/cmd/validate-krew-manifest -ldflags "-s -w" ;;
 	olm | catalog) build "$name" "$here/olm" "github.com/operator-framework/operator-lifecycle-manager/cmd/$name" -ldflags "-s -w" ;;
 	opm) build opm "$here/opm" github.com/operator-framework/operator-registry/cmd/opm -tags=json1,containers_image_openpgp -ldflags "-s -w" ;;
+	# remove_all_sd: without the cloud service discoveries, which promtool test rules never uses (half the build).
+	promtool) build promtool "$here/promtool" github.com/prometheus/prometheus/cmd/promtool -tags=remove_all_sd -ldflags "-s -w" ;;
 	esac
 done

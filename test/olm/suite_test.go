@@ -107,6 +107,10 @@ func outside() int {
 			return 1
 		}
 	}
+	if _, err := testenv.MonitoringCRDs(filepath.Join(dir, "monitoring-crds")); err != nil {
+		fmt.Fprintln(os.Stderr, "olm e2e:", err)
+		return 1
+	}
 	nsDir := filepath.Join(dir, "namespaces")
 	if err := os.MkdirAll(nsDir, 0o700); err != nil {
 		fmt.Fprintln(os.Stderr, "olm e2e:", err)
