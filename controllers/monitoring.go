@@ -34,6 +34,12 @@ const (
 	// monitoringResync re-applies the objects now and then once they are
 	// installed (a no-op when nothing drifted), and notices CRDs removed.
 	monitoringResync = 10 * time.Minute
+	// monitoringSettle is how long after the watches start the objects are
+	// checked every monitoringSettleRecheck: while the API server sets up
+	// newly created CRDs it ends their watches, and an object changed or
+	// deleted before a watch is back gives no event.
+	monitoringSettle        = time.Minute
+	monitoringSettleRecheck = 5 * time.Second
 )
 
 // MonitoringReconciler installs the PrometheusRule and the ServiceMonitor of
@@ -66,8 +72,9 @@ type MonitoringReconciler struct {
 	// mu guards what follows; the controller runs one reconcile at a time,
 	// but the watches are added from it.
 	mu sync.Mutex
-	// watching is true once the watches on the two objects are started.
-	watching bool
+	// watchedSince is when the watches on the two objects were started
+	// (zero before).
+	watchedSince time.Time
 	// served is what the last check found (nil before the first).
 	served *bool
 }
@@ -166,6 +173,12 @@ func (r *MonitoringReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 		log.Info("Installed the alerts and the ServiceMonitor", "namespace", r.Objects.Namespace,
 			"prometheusRule", monitoring.RuleName, "serviceMonitor", monitoring.ServiceMonitorName)
 	}
+	r.mu.Lock()
+	settling := time.Since(r.watchedSince) < monitoringSettle
+	r.mu.Unlock()
+	if settling {
+		return ctrl.Result{RequeueAfter: monitoringSettleRecheck}, nil
+	}
 	return ctrl.Result{RequeueAfter: monitoringResync}, nil
 }
 
@@ -192,7 +205,7 @@ func (r *MonitoringReconciler) crdsServed() (bool, error) {
 func (r *MonitoringReconciler) watch() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.watching {
+	if !r.watchedSince.IsZero() {
 		return nil
 	}
 	names := map[string]string{monitoringv1.PrometheusRuleKind: monitoring.RuleName, monitoringv1.ServiceMonitorsKind: monitoring.ServiceMonitorName}
@@ -206,7 +219,7 @@ func (r *MonitoringReconciler) watch() error {
 			return fmt.Errorf("watching %s: %w", kind, err)
 		}
 	}
-	r.watching = true
+	r.watchedSince = time.Now()
 	return nil
 }
 

@@ -275,6 +275,14 @@ func TestMonitoringObjectsFollowTheCRDs(t *testing.T) {
 		log.mu.Unlock()
 	}, funcr.Options{})
 	requests := &allRequests{counts: map[string]int{}}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, l := range log.snapshot() {
+				t.Log(l)
+			}
+			t.Logf("the manager's requests: %v", requests.snapshot())
+		}
+	})
 	cfg := rest.CopyConfig(env.Config)
 	cfg.Impersonate = rest.ImpersonationConfig{
 		UserName: "system:serviceaccount:" + namespace + ":" + managerAccount,
