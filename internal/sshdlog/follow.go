@@ -145,7 +145,8 @@ func (f *Follower) Read() (lines []string, more bool, err error) {
 // file does not end with a newline: that line is skipped). A missing file
 // gives nil without error.
 func openSegment(path string, atEnd bool) (*segment, error) {
-	file, err := os.Open(path)
+	// A link is not followed: the log is the file the syslog daemon writes.
+	file, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
