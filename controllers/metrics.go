@@ -35,6 +35,10 @@ var (
 		Name: "nodeaccess_revocations_unconfirmed_total",
 		Help: "Deleted NodeAccess objects released after --revocation-timeout with nodes that had not proven their keys gone.",
 	})
+	loginsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "nodeaccess_logins_total",
+		Help: "Key logins the nodes' sshd logged with keys of each NodeAccess, by account and by whether the node's agent proved the line came from sshd.",
+	}, []string{"nodeaccess", "account", "trusted"})
 	propagationSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "nodeaccess_propagation_seconds",
 		Help:    "Time from the manager rendering a NodeAccess change to the last selected node reporting it applied.",
@@ -43,7 +47,7 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(grantsTotal, keysGranted, nodesSelected, nodesInSync, keysRefused, revocationsUnconfirmed, propagationSeconds)
+	metrics.Registry.MustRegister(grantsTotal, keysGranted, nodesSelected, nodesInSync, keysRefused, revocationsUnconfirmed, loginsTotal, propagationSeconds)
 }
 
 // propagation remembers when each rendering was written, until every
@@ -99,5 +103,7 @@ func (r *NodeAccessReconciler) forgetMetrics(name, uid string) {
 	for _, v := range []*prometheus.GaugeVec{keysGranted, nodesSelected, nodesInSync, keysRefused} {
 		v.DeleteLabelValues(name)
 	}
+	loginsTotal.DeletePartialMatch(prometheus.Labels{"nodeaccess": name})
+	r.logins.forget(uid)
 	r.propagation.forget(uid)
 }

@@ -25,6 +25,8 @@ type observation struct {
 	nodes []nodeInfo
 	// reports maps a node name to this NodeAccess's entry in its report.
 	reports map[string]nav1.GrantReport
+	// logins are the logins with this NodeAccess's keys the reports list.
+	logins []nodeLogin
 }
 
 type nodeInfo struct {
@@ -55,6 +57,11 @@ func (r *NodeAccessReconciler) observe(ctx context.Context, na *nav1.NodeAccess)
 				obs.reports[rep.Name] = g
 			}
 		}
+		for _, l := range rep.Status.Logins {
+			if l.NodeAccessUID == string(na.UID) {
+				obs.logins = append(obs.logins, nodeLogin{node: rep.Name, login: l})
+			}
+		}
 	}
 	return obs, nil
 }
@@ -70,6 +77,7 @@ func computeStatus(na *nav1.NodeAccess, res *render.Result, overLimit error, obs
 		NextExpiry:         res.NextExpiry,
 		RefusedKeys:        res.Refused,
 		Conditions:         append([]metav1.Condition(nil), na.Status.Conditions...),
+		LastLogins:         lastLogins(na.Status.LastLogins, obs.logins),
 	}
 	selector, selErr := desiredstate.Selector(&na.Spec.NodeSelector)
 	sort.Slice(obs.nodes, func(i, j int) bool { return obs.nodes[i].name < obs.nodes[j].name })

@@ -124,8 +124,10 @@ func (p Procfs) Terminate(s Session) error {
 	switch {
 	case errors.Is(err, unix.ESRCH):
 		return fmt.Errorf("process %d is gone", s.PID)
-	case errors.Is(err, unix.ENOSYS):
-		fd = -1 // before Linux 5.3: the check and kill(2), microseconds apart
+	case errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM):
+		// Before Linux 5.3, or a seccomp profile without pidfds: the
+		// check and kill(2), microseconds apart.
+		fd = -1
 	case err != nil:
 		return fmt.Errorf("opening process %d: %w", s.PID, err)
 	default:
