@@ -330,8 +330,9 @@ auth,authpriv.* action(type="omfile" file="/var/log/auth.log")
 		panic(err) // the test's own directory
 	}
 	script := "mkdir /run/hostdev\nmount --bind /dev /run/hostdev\nmount -t tmpfs -o mode=755 tmpfs /dev\n" +
-		"for d in null zero full random urandom tty ptmx; do touch /dev/$d; mount --bind /run/hostdev/$d /dev/$d; done\n" +
-		"mkdir /dev/pts\nmount --bind /run/hostdev/pts /dev/pts\n"
+		"for d in null zero full random urandom tty; do touch /dev/$d; mount --bind /run/hostdev/$d /dev/$d; done\n" +
+		// Terminals from a devpts of the namespace's own.
+		"mkdir /dev/pts\nmount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts /dev/pts\nln -s pts/ptmx /dev/ptmx\n"
 	script += fmt.Sprintf("mount --bind %q /var/log\n", s.LogDir)
 	script += fmt.Sprintf("rm -f %q\n/usr/sbin/rsyslogd -n -f %q -i %q &\n", filepath.Join(s.Dir, "rsyslogd.pid"), conf, filepath.Join(s.Dir, "rsyslogd.pid"))
 	script += "n=0; while [ ! -S /dev/log ]; do n=$((n+1)); [ $n -lt 400 ] || { echo rsyslogd did not start >&2; exit 1; }; sleep 0.05; done\n"
