@@ -73,8 +73,9 @@ verify: generate manifests catalog ## Fail when generated files (deepcopy, CRDs,
 	fi
 
 # DEBIAN_TEST_PACKAGES are the Debian packages tests need: a real sshd and ssh
-# client (the host key scanner, the agent's probe, kubectl nodeaccess's ssh tests).
-DEBIAN_TEST_PACKAGES ?= openssh-server openssh-client
+# client (the host key scanner, the agent's probe, kubectl nodeaccess's ssh tests),
+# and rsyslog, through which that sshd logs as a node's does (login tracking).
+DEBIAN_TEST_PACKAGES ?= openssh-server openssh-client rsyslog
 
 .PHONY: test-packages
 test-packages: ## Install the Debian packages the tests need, when missing (needs root).
