@@ -146,11 +146,22 @@ func TestLoginsReachStatusEventsAndMetrics(t *testing.T) {
 
 	// The agent ended the first session on revoke; the report, rewritten
 	// as usual, counts nothing again.
+	// A login claimed for an account the grant does not name is ignored.
 	ended := first
 	ended.EndedAt = &metav1.Time{Time: now.Add(3 * time.Second)}
-	write(third, second, ended)
+	stray := login(bobFP, "bob@laptop", "198.18.0.10", 50003, now.Add(4*time.Second), true)
+	stray.User = "eve"
+	write(stray, third, second, ended)
 	testenv.Eventually(t, timeout, "SessionEnded", hasEvent("logins", nav1.SessionEndedEventReason))
 	if err := counted(2, 1)(); err != nil {
+		t.Fatal(err)
+	}
+	if n := loginsCounted("logins", "eve", true); n != 0 {
+		t.Errorf("a login of an account the grant does not name was counted %v times", n)
+	}
+	if err := lastLoginsAre(
+		nav1.LastLogin{User: "alice", Fingerprint: carolFP, Comment: "carol", Node: "logins-node", Time: third.Time, From: "198.18.0.8", Trusted: true},
+		nav1.LastLogin{User: "alice", Fingerprint: bobFP, Comment: "bob@laptop", Node: "logins-node", Time: second.Time, From: "198.18.0.9"})(); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -51,6 +51,7 @@ func (r *NodeAccessReconciler) observe(ctx context.Context, na *nav1.NodeAccess)
 	if err := r.Client.List(ctx, &reports, client.MatchingFields{reportedIndex: string(na.UID)}, client.UnsafeDisableDeepCopy); err != nil {
 		return obs, fmt.Errorf("listing node reports: %w", err)
 	}
+	accounts := names(na)
 	for _, rep := range reports.Items {
 		for _, g := range rep.Status.Grants {
 			if g.UID == string(na.UID) {
@@ -58,12 +59,23 @@ func (r *NodeAccessReconciler) observe(ctx context.Context, na *nav1.NodeAccess)
 			}
 		}
 		for _, l := range rep.Status.Logins {
-			if l.NodeAccessUID == string(na.UID) {
+			// Only accounts the grant names: a report cannot add others
+			// (nor metric series) to it.
+			if l.NodeAccessUID == string(na.UID) && accounts[l.User] {
 				obs.logins = append(obs.logins, nodeLogin{node: rep.Name, login: l})
 			}
 		}
 	}
 	return obs, nil
+}
+
+// names returns the accounts a NodeAccess names.
+func names(na *nav1.NodeAccess) map[string]bool {
+	out := make(map[string]bool, len(na.Spec.Users))
+	for _, u := range na.Spec.Users {
+		out[u.Name] = true
+	}
+	return out
 }
 
 // computeStatus is the whole status of a NodeAccess, from its rendering,

@@ -48,10 +48,13 @@ type loginTracker struct {
 	proc        sshdlog.Procfs
 	endSessions bool
 	now         func() time.Time
-	// since is when reading began, in ticks since boot.
-	since uint64
 
 	mu sync.Mutex
+	// since is when reading began, in ticks since boot.
+	since uint64
+	// planned is set by the first update: logins can be attributed;
+	// started once the files were first read.
+	planned, started bool
 	// keys maps an account and a key fingerprint to the grants that give
 	// that key to that account now.
 	keys map[string]map[string][]grantKey
@@ -178,6 +181,20 @@ func (t *loginTracker) run(ctx context.Context, kick func()) {
 // waiting, and whether the tracker's state changed.
 func (t *loginTracker) readOnce(ctx context.Context) (more, changed bool) {
 	log := logr.FromContextOrDiscard(ctx).WithName("logins")
+	t.mu.Lock()
+	planned, started := t.planned, t.started
+	if planned && !started {
+		// Reading begins now: a session started earlier may have logged
+		// before the files were opened, so only later ones can be trusted.
+		if since, err := sshdlog.BootTicks(); err == nil {
+			t.since = since
+		}
+		t.started = true
+	}
+	t.mu.Unlock()
+	if !planned {
+		return false, false // nothing can be attributed before the first pass
+	}
 	var open []string
 	var reason, message string
 	for i, f := range t.followers {
@@ -208,9 +225,6 @@ func (t *loginTracker) readOnce(ctx context.Context) (more, changed bool) {
 	if len(open) == 0 && reason == "" {
 		reason, message = nav1.SSHDLogNotFoundReason, fmt.Sprintf("none of %v exists on the node: logins are not known", t.hostPaths)
 	}
-	if len(open) > 0 {
-		reason, message = "", ""
-	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if !slices.Equal(open, t.files) || reason != t.reason || message != t.message {
@@ -236,7 +250,7 @@ func (t *loginTracker) record(ctx context.Context, l sshdlog.Login) {
 	switch {
 	case verr != nil:
 		reason = nav1.SenderUnverifiedReason
-	case verified.Start+1 < t.since:
+	case verified.Start < t.since:
 		trusted, reason = false, nav1.SessionPredatesReadingReason
 	}
 	if verr == nil {
@@ -312,7 +326,7 @@ func (t *loginTracker) update(plan desiredstate.Plan) {
 		}
 	}
 	t.mu.Lock()
-	t.keys = keys
+	t.keys, t.planned = keys, true
 	t.mu.Unlock()
 }
 

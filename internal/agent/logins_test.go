@@ -116,17 +116,20 @@ func TestLoginAttributionAndTrust(t *testing.T) {
 	ctx := context.Background()
 	h := newTrackerHost(t, false)
 	tr := h.tracker
-	if _, changed := tr.readOnce(ctx); !changed {
-		t.Fatal("the first read changed nothing")
-	}
-	if _, st := tr.status(); st.Reason != nav1.SSHDLogNotFoundReason {
-		t.Fatalf("without a log: %+v", st)
+	if _, changed := tr.readOnce(ctx); changed {
+		t.Fatal("read before the first pass gave the keys")
 	}
 	bob, carol, own := newTestKey(t, "bob"), newTestKey(t, "carol (contractor)"), newTestKey(t, "alice's own")
 	tr.update(plan(map[string][]authorizedkeys.Section{
 		"alice":  {{Owner: "team-a", UID: "uid-a", Keys: []authorizedkeys.Key{bob.key}}},
 		"deploy": {{Owner: "team-b", UID: "uid-b", Keys: []authorizedkeys.Key{carol.key}}, {Owner: "team-c", UID: "uid-c", Keys: []authorizedkeys.Key{carol.key}}},
 	}))
+	if _, changed := tr.readOnce(ctx); !changed {
+		t.Fatal("the first read changed nothing")
+	}
+	if _, st := tr.status(); st.Reason != nav1.SSHDLogNotFoundReason {
+		t.Fatalf("without a log: %+v", st)
+	}
 	if err := os.WriteFile(h.log, nil, 0o640); err != nil {
 		t.Fatal(err)
 	}
