@@ -25,6 +25,7 @@ import (
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
 	"github.com/nodeaccess/nodeaccess-operator/controllers"
+	"github.com/nodeaccess/nodeaccess-operator/internal/agentdaemonset"
 	"github.com/nodeaccess/nodeaccess-operator/internal/flagenv"
 	"github.com/nodeaccess/nodeaccess-operator/internal/keypolicy"
 	"github.com/nodeaccess/nodeaccess-operator/internal/nodewriter"
@@ -53,6 +54,9 @@ type options struct {
 	operatorDeployment string
 	nodeSSHDPort       int
 	homeRoots          string
+	trackLogins        bool
+	endSessions        bool
+	sshdLogs           string
 	allowRoot          bool
 	maxGrants          int
 	maxRenderedBytes   int
@@ -99,6 +103,12 @@ func run() error {
 		"Port of the nodes' sshd: each agent probes it on its node's IP and publishes the host keys in the node's report (0: not probed).")
 	flag.StringVar(&opts.homeRoots, "home-roots", "/home",
 		"Comma-separated host directories under which the agents write accounts' homes, each mounted into the agent pods (for example /home,/var/home); an account whose home is elsewhere is reported HomeNotMounted.")
+	flag.BoolVar(&opts.trackLogins, "track-logins", false,
+		"Have the agents report the key logins their node's sshd logs (who logged in with which key, from where): in node reports, NodeAccess status, LoginAccepted Events and nodeaccess_logins_total. Mounts the directories of --sshd-logs read-only into the agent pods.")
+	flag.BoolVar(&opts.endSessions, "end-sessions-on-revoke", false,
+		"Have the agents end the sshd sessions that logged in with a key once no grant gives it to the account (delete, suspend, expiry). Implies --track-logins; the agent pods then share the host's PID namespace (docs/security.md).")
+	flag.StringVar(&opts.sshdLogs, "sshd-logs", strings.Join(agentdaemonset.DefaultSSHDLogs, ","),
+		"Comma-separated syslog files, under /var/log, where the nodes' sshd logs; their directories are mounted read-only into the agent pods when logins are tracked.")
 	flag.IntVar(&opts.maxGrants, "max-grants", render.DefaultClusterLimits.MaxGrants,
 		"Most NodeAccess objects rendered for the agents; more are refused with ClusterLimitExceeded.")
 	flag.IntVar(&opts.maxRenderedBytes, "max-rendered-bytes", render.DefaultClusterLimits.MaxBytes,
@@ -183,6 +193,19 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("--monitoring-labels: %w", err)
 	}
+	var sshdLogs []string
+	for _, p := range strings.Split(opts.sshdLogs, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		if err := agentdaemonset.CheckSSHDLog(p); err != nil {
+			return fmt.Errorf("--sshd-logs: %w", err)
+		}
+		sshdLogs = append(sshdLogs, p)
+	}
+	if (opts.trackLogins || opts.endSessions) && len(sshdLogs) == 0 {
+		return fmt.Errorf("--track-logins and --end-sessions-on-revoke need --sshd-logs")
+	}
 	limits := render.ClusterLimits{MaxGrants: opts.maxGrants, MaxBytes: opts.maxRenderedBytes, MaxAccountBytes: opts.maxAccountBytes}
 	if limits.MaxGrants <= 0 || limits.MaxBytes <= 0 || limits.MaxAccountBytes <= 0 {
 		return fmt.Errorf("--max-grants, --max-rendered-bytes and --max-account-key-bytes must be positive")
@@ -217,6 +240,9 @@ func run() error {
 		OperatorDeployment:  opts.operatorDeployment,
 		NodeSSHDPort:        int32(opts.nodeSSHDPort),
 		HomeRoots:           homeRoots,
+		TrackLogins:         opts.trackLogins || opts.endSessions,
+		SSHDLogs:            sshdLogs,
+		EndSessionsOnRevoke: opts.endSessions,
 		Limits:              limits,
 		Render: render.Options{
 			Policy:    keypolicy.Policy{MinRSABits: opts.minRSABits, AllowCertificates: opts.allowCertificates},

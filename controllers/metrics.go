@@ -38,6 +38,10 @@ var (
 		Name: "nodeaccess_revocations_unconfirmed_total",
 		Help: "Deleted NodeAccess objects released after --revocation-timeout with nodes that had not proven their keys gone.",
 	})
+	loginsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "nodeaccess_logins_total",
+		Help: "Key logins the nodes' sshd logged with keys of each NodeAccess, by account and by whether the node's agent proved the line came from sshd.",
+	}, []string{"nodeaccess", "account", "trusted"})
 	propagationSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "nodeaccess_propagation_seconds",
 		Help:    "Time from the manager rendering a NodeAccess change to the last selected node reporting it applied.",
@@ -79,7 +83,7 @@ const (
 )
 
 func init() {
-	metrics.Registry.MustRegister(grantsTotal, keysGranted, nodesSelected, nodesInSync, keysRefused, revocationsUnconfirmed, propagationSeconds,
+	metrics.Registry.MustRegister(grantsTotal, keysGranted, nodesSelected, nodesInSync, keysRefused, revocationsUnconfirmed, loginsTotal, propagationSeconds,
 		condition, expiryTimestamp, nextExpiryTimestamp, agentsDesired, agentsReady, nodesWithoutReport)
 }
 
@@ -137,6 +141,8 @@ func (r *NodeAccessReconciler) forgetMetrics(name, uid string) {
 		v.DeleteLabelValues(name)
 	}
 	conditions.forget(name)
+	loginsTotal.DeletePartialMatch(prometheus.Labels{"nodeaccess": name})
+	r.logins.forget(uid)
 	r.propagation.forget(uid)
 }
 

@@ -34,6 +34,13 @@ type Options struct {
 	// HomeRoots are the host directories under which agents write homes;
 	// empty means /home.
 	HomeRoots []string
+	// TrackLogins makes the agents report the key logins their node's sshd
+	// logs in SSHDLogs (empty: agentdaemonset.DefaultSSHDLogs).
+	TrackLogins bool
+	SSHDLogs    []string
+	// EndSessionsOnRevoke makes the agents end the sessions whose key was
+	// revoked; it implies TrackLogins.
+	EndSessionsOnRevoke bool
 	// Render holds the key policy.
 	Render render.Options
 	// RevocationTimeout bounds the wait for nodes to confirm a revocation.
@@ -108,6 +115,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		Options: agentdaemonset.Options{
 			Namespace: opts.Namespace, Image: opts.AgentImage, MaxUnavailable: opts.AgentMaxUnavailable,
 			SSHDPort: opts.NodeSSHDPort, HomeRoots: opts.HomeRoots, AllowRoot: opts.Render.AllowRoot,
+			TrackLogins: opts.TrackLogins, SSHDLogs: opts.SSHDLogs, EndSessions: opts.EndSessionsOnRevoke,
 		},
 		OwnerDeployment: opts.OperatorDeployment,
 	}
