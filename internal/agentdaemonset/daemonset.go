@@ -124,6 +124,25 @@ func DaemonSet(o Options) *appsv1.DaemonSet {
 						Image:   o.Image,
 						Command: []string{"/agent"},
 						Args:    args(o),
+						// The agent exits 0 only to be started again: when the
+						// host replaced /etc/passwd (a single-file mount keeps
+						// the old inode), or when the kubelet stopped it. A
+						// plain restart of an exited container waits out the
+						// kubelet's crash-loop back-off (10 s, doubling to
+						// 5 min, for every exit within 10 min of the last
+						// restart), so a second account added soon after
+						// the first would wait; restarting the pod's
+						// containers in place starts a fresh container, with
+						// the new file, at once. Crashes (any other code) keep
+						// the back-off. API servers without the feature drop
+						// the rule, and the restart is a plain one.
+						RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways),
+						RestartPolicyRules: []corev1.ContainerRestartRule{{
+							Action: corev1.ContainerRestartRuleActionRestartAllContainers,
+							ExitCodes: &corev1.ContainerRestartRuleOnExitCodes{
+								Operator: corev1.ContainerRestartRuleOnExitCodesOpIn, Values: []int32{0},
+							},
+						}},
 						Env: []corev1.EnvVar{
 							{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
 							{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
