@@ -660,7 +660,9 @@ func (n *RealNode) deleteNewLinks() error {
 	var failed []string
 	for _, l := range now {
 		if !slices.Contains(n.baseLinks, l) {
-			if err := ipCommand("link", "del", l); err != nil {
+			if err := ipCommand("link", "del", l); err != nil && linkExists(l) {
+				// A pod's veth goes by itself when its network namespace
+				// does; only one still there is a failure.
 				failed = append(failed, l)
 			}
 		}
@@ -669,6 +671,12 @@ func (n *RealNode) deleteNewLinks() error {
 		return fmt.Errorf("could not delete links %s", strings.Join(failed, ", "))
 	}
 	return nil
+}
+
+// linkExists says whether a network link of that name exists now.
+func linkExists(name string) bool {
+	_, err := net.InterfaceByName(name)
+	return err == nil
 }
 
 // mountLine is one line of /proc/self/mountinfo.
