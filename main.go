@@ -52,6 +52,7 @@ type options struct {
 	operatorDeployment string
 	nodeSSHDPort       int
 	homeRoots          string
+	restartInPlace     bool
 	allowRoot          bool
 	maxGrants          int
 	maxRenderedBytes   int
@@ -94,6 +95,8 @@ func run() error {
 		"Port of the nodes' sshd: each agent probes it on its node's IP and publishes the host keys in the node's report (0: not probed).")
 	flag.StringVar(&opts.homeRoots, "home-roots", "/home",
 		"Comma-separated host directories under which the agents write accounts' homes, each mounted into the agent pods (for example /home,/var/home); an account whose home is elsewhere is reported HomeNotMounted.")
+	flag.BoolVar(&opts.restartInPlace, "agent-restart-in-place", false,
+		"Restart an agent pod's containers in place when the agent stops to read a replaced /etc/passwd (a new account), so the kubelet's crash-loop back-off never delays it. Needs every node's kubelet to declare RestartAllContainersOnContainerExits (Kubernetes 1.36 and later): the scheduler keeps agent pods off other nodes.")
 	flag.IntVar(&opts.maxGrants, "max-grants", render.DefaultClusterLimits.MaxGrants,
 		"Most NodeAccess objects rendered for the agents; more are refused with ClusterLimitExceeded.")
 	flag.IntVar(&opts.maxRenderedBytes, "max-rendered-bytes", render.DefaultClusterLimits.MaxBytes,
@@ -196,6 +199,7 @@ func run() error {
 		OperatorDeployment:  opts.operatorDeployment,
 		NodeSSHDPort:        int32(opts.nodeSSHDPort),
 		HomeRoots:           homeRoots,
+		AgentRestartInPlace: opts.restartInPlace,
 		Limits:              limits,
 		Render: render.Options{
 			Policy:    keypolicy.Policy{MinRSABits: opts.minRSABits, AllowCertificates: opts.allowCertificates},

@@ -34,6 +34,9 @@ type Options struct {
 	// HomeRoots are the host directories under which agents write homes;
 	// empty means /home.
 	HomeRoots []string
+	// AgentRestartInPlace makes an agent's clean exit restart its pod's
+	// containers in place (see agentdaemonset.Options.RestartInPlace).
+	AgentRestartInPlace bool
 	// Render holds the key policy.
 	Render render.Options
 	// RevocationTimeout bounds the wait for nodes to confirm a revocation.
@@ -88,6 +91,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		Options: agentdaemonset.Options{
 			Namespace: opts.Namespace, Image: opts.AgentImage, MaxUnavailable: opts.AgentMaxUnavailable,
 			SSHDPort: opts.NodeSSHDPort, HomeRoots: opts.HomeRoots, AllowRoot: opts.Render.AllowRoot,
+			RestartInPlace: opts.AgentRestartInPlace,
 		},
 		OwnerDeployment: opts.OperatorDeployment,
 	}

@@ -43,6 +43,12 @@ type Options struct {
 	HomeRoots []string
 	// AllowRoot lets the agents write keys for uid 0 and mounts /root.
 	AllowRoot bool
+	// RestartInPlace makes the agent's clean exit (the host replaced
+	// /etc/passwd) restart the pod's containers in place, which the
+	// kubelet's crash-loop back-off does not delay. The scheduler then
+	// places agent pods only on nodes whose kubelet declares the feature
+	// (Kubernetes 1.36 and later): set it only when every node has one.
+	RestartInPlace bool
 }
 
 // homeRoots returns the home roots, /home when none is set.
@@ -94,7 +100,7 @@ func DaemonSet(o Options) *appsv1.DaemonSet {
 		mounts = append(mounts, corev1.VolumeMount{Name: name, MountPath: HostRoot + root})
 		volumes = append(volumes, hostPath(name, root, corev1.HostPathDirectory))
 	}
-	return &appsv1.DaemonSet{
+	ds := &appsv1.DaemonSet{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "DaemonSet"},
 		ObjectMeta: metav1.ObjectMeta{Name: Name, Namespace: o.Namespace, Labels: Labels()},
 		Spec: appsv1.DaemonSetSpec{
@@ -124,25 +130,6 @@ func DaemonSet(o Options) *appsv1.DaemonSet {
 						Image:   o.Image,
 						Command: []string{"/agent"},
 						Args:    args(o),
-						// The agent exits 0 only to be started again: when the
-						// host replaced /etc/passwd (a single-file mount keeps
-						// the old inode), or when the kubelet stopped it. A
-						// plain restart of an exited container waits out the
-						// kubelet's crash-loop back-off (10 s, doubling to
-						// 5 min, for every exit within 10 min of the last
-						// restart), so a second account added soon after
-						// the first would wait; restarting the pod's
-						// containers in place starts a fresh container, with
-						// the new file, at once. Crashes (any other code) keep
-						// the back-off. API servers without the feature drop
-						// the rule, and the restart is a plain one.
-						RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways),
-						RestartPolicyRules: []corev1.ContainerRestartRule{{
-							Action: corev1.ContainerRestartRuleActionRestartAllContainers,
-							ExitCodes: &corev1.ContainerRestartRuleOnExitCodes{
-								Operator: corev1.ContainerRestartRuleOnExitCodesOpIn, Values: []int32{0},
-							},
-						}},
 						Env: []corev1.EnvVar{
 							{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
 							{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
@@ -181,6 +168,27 @@ func DaemonSet(o Options) *appsv1.DaemonSet {
 			},
 		},
 	}
+	if o.RestartInPlace {
+		// The agent exits 0 only to be started again: when the host
+		// replaced /etc/passwd (a single-file mount keeps the old inode),
+		// or when the kubelet stopped it. A plain restart of an exited
+		// container waits out the kubelet's crash-loop back-off, whatever
+		// the exit code: none for the first exit, then 10 s for an exit
+		// within 10 minutes of the last restart, doubling up to 5 minutes;
+		// so a second account added soon after a first would wait.
+		// Restarting the pod's containers in place removes the exited
+		// container and starts a fresh one, with the new file, at once.
+		// Other exit codes are crashes and keep the back-off.
+		c := &ds.Spec.Template.Spec.Containers[0]
+		c.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
+		c.RestartPolicyRules = []corev1.ContainerRestartRule{{
+			Action: corev1.ContainerRestartRuleActionRestartAllContainers,
+			ExitCodes: &corev1.ContainerRestartRuleOnExitCodes{
+				Operator: corev1.ContainerRestartRuleOnExitCodesOpIn, Values: []int32{0},
+			},
+		}}
+	}
+	return ds
 }
 
 // args are the agent's command-line flags.

@@ -120,11 +120,16 @@ func TestHomeRootsAndRoot(t *testing.T) {
 	}
 }
 
-// The agent's clean exit (its /etc/passwd was replaced) restarts the pod's
-// containers in place, without the kubelet's crash-loop back-off; any
-// other exit code is a crash and keeps the back-off.
-func TestCleanExitRestartsInPlace(t *testing.T) {
-	c := DaemonSet(Options{}).Spec.Template.Spec.Containers[0]
+// With RestartInPlace, the agent's clean exit (its /etc/passwd was
+// replaced) restarts the pod's containers in place, without the kubelet's
+// crash-loop back-off; any other exit code is a crash and keeps the
+// back-off. Without it the pod has no restart rule, which would keep
+// agent pods off nodes whose kubelet does not declare the feature.
+func TestCleanExitRestartsInPlaceOnlyWhenAsked(t *testing.T) {
+	if c := DaemonSet(Options{}).Spec.Template.Spec.Containers[0]; c.RestartPolicy != nil || len(c.RestartPolicyRules) > 0 {
+		t.Fatalf("restart policy %v, rules %+v without RestartInPlace", c.RestartPolicy, c.RestartPolicyRules)
+	}
+	c := DaemonSet(Options{RestartInPlace: true}).Spec.Template.Spec.Containers[0]
 	if c.RestartPolicy == nil || *c.RestartPolicy != corev1.ContainerRestartPolicyAlways {
 		t.Fatalf("container restart policy %v, want Always", c.RestartPolicy)
 	}
