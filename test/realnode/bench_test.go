@@ -1,6 +1,7 @@
 package realnode
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"slices"
@@ -38,7 +39,17 @@ func BenchmarkTimeToLogin(b *testing.B) {
 	}
 	ctx := context.Background()
 	key, pub := newKey(b, "alice@bench")
-	var grants, revokes []time.Duration
+	// What one login costs by itself, with a key in place.
+	var logins []time.Duration
+	for range 10 {
+		start := time.Now()
+		if err := login(alice.Name, handKey); err != nil {
+			b.Fatal(err)
+		}
+		logins = append(logins, time.Since(start))
+	}
+	var grants, revokes, written, removed []time.Duration
+	loadBefore, _ := os.ReadFile("/proc/loadavg")
 	b.ResetTimer()
 	for range b.N {
 		for range reps {
@@ -47,12 +58,16 @@ func BenchmarkTimeToLogin(b *testing.B) {
 				b.Fatal(err)
 			}
 			start := time.Now()
+			file := watchFile(blobOf(pub), true, start)
 			grants = append(grants, waitLogin(b, alice.Name, key, start, loginWithin))
+			written = append(written, <-file)
 			if err := k8s.Delete(ctx, &nav1.NodeAccess{ObjectMeta: metav1.ObjectMeta{Name: "bench"}}); err != nil {
 				b.Fatal(err)
 			}
 			start = time.Now()
+			file = watchFile(blobOf(pub), false, start)
 			revokes = append(revokes, waitRefused(b, alice.Name, key, start, loginWithin))
+			removed = append(removed, <-file)
 			// The next round starts once this grant is gone for good.
 			b.StopTimer()
 			remove(b, "bench")
@@ -63,12 +78,34 @@ func BenchmarkTimeToLogin(b *testing.B) {
 	for _, m := range []struct {
 		name string
 		d    []time.Duration
-	}{{"login", grants}, {"refusal", revokes}} {
+	}{{"login", grants}, {"refusal", revokes}, {"written", written}, {"removed", removed}, {"ssh", logins}} {
 		b.ReportMetric(ms(percentile(m.d, 50)), m.name+"-p50-ms")
 		b.ReportMetric(ms(percentile(m.d, 99)), m.name+"-p99-ms")
 		b.ReportMetric(ms(slices.Max(m.d)), m.name+"-max-ms")
 	}
 	b.Logf("%d grants and %d revocations; create to login %v; delete to refusal %v", len(grants), len(revokes), rounded(grants), rounded(revokes))
+	b.Logf("create to the key in alice's file %v; delete to the key gone %v; one login with a key in place %v", rounded(written), rounded(removed), rounded(logins))
+	loadAfter, _ := os.ReadFile("/proc/loadavg")
+	b.Logf("load average before %s, after %s", bytes.TrimSpace(loadBefore), bytes.TrimSpace(loadAfter))
+}
+
+// watchFile reads alice's authorized_keys back to back until the blob is
+// in it (present) or gone from it, and sends the time since start; it
+// gives up after loginWithin and sends that.
+func watchFile(blob string, present bool, start time.Time) <-chan time.Duration {
+	c := make(chan time.Duration, 1)
+	go func() {
+		for time.Since(start) < loginWithin {
+			data, err := os.ReadFile(aliceFile)
+			if err == nil && bytes.Contains(data, []byte(blob)) == present {
+				c <- time.Since(start)
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+		c <- loginWithin
+	}()
+	return c
 }
 
 // percentile is the nearest-rank p-th percentile.

@@ -19,6 +19,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
@@ -31,6 +32,20 @@ import (
 // timeout bounds every wait on the cluster; the figures a user relies on
 // (time to login, time to refusal) are asserted separately.
 const timeout = 3 * time.Minute
+
+// installEnv is the manager's environment the Subscription sets at
+// install: agents restart in place when they stop to read a replaced
+// /etc/passwd, since the node's kubelet (1.37) declares the feature.
+var installEnv = []corev1.EnvVar{{Name: "NODEACCESS_AGENT_RESTART_IN_PLACE", Value: "true"}}
+
+// renderedAgent is the agent pod spec the manager renders for the
+// install's settings, with these home roots and root setting.
+func renderedAgent(roots []string, allowRoot bool) corev1.PodSpec {
+	return agentdaemonset.DaemonSet(agentdaemonset.Options{
+		Namespace: namespace, Image: imageRef, MaxUnavailable: intstr.FromString("10%"), SSHDPort: 22,
+		HomeRoots: roots, AllowRoot: allowRoot, RestartInPlace: true,
+	}).Spec.Template.Spec
+}
 
 // install subscribes to the operator from the catalog served at address,
 // as a user would, and waits until the CSV succeeded, the agent runs on
@@ -50,6 +65,7 @@ func install(ctx context.Context, address string) error {
 		Spec: &operatorsv1alpha1.SubscriptionSpec{
 			CatalogSource: catalogName, CatalogSourceNamespace: localcluster.OLMNamespace,
 			Package: packageName, Channel: channel, InstallPlanApproval: operatorsv1alpha1.ApprovalAutomatic,
+			Config: &operatorsv1alpha1.SubscriptionConfig{Env: installEnv},
 		},
 	}); err != nil {
 		return fmt.Errorf("creating the Subscription: %w", err)

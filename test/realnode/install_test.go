@@ -16,7 +16,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/pod-security-admission/api"
 	"k8s.io/pod-security-admission/policy"
 	"k8s.io/utils/ptr"
@@ -162,7 +161,7 @@ func TestManagerPodPassesRestrictedPodSecurity(t *testing.T) {
 }
 
 // The agent pod running on the node is exactly what internal/agentdaemonset
-// renders for the CSV's settings: the same container securityContext, the
+// renders for the install's settings: the same container securityContext, the
 // same host paths (path and type) mounted at the same places with the same
 // access, no host namespace; the service-account token volume that
 // admission adds is the only other volume. Its process holds only the
@@ -171,10 +170,7 @@ func TestManagerPodPassesRestrictedPodSecurity(t *testing.T) {
 // its node's report with its pod-bound token.
 func TestAgentPodRunsAsRendered(t *testing.T) {
 	pod := agentPod(t)
-	want := agentdaemonset.DaemonSet(agentdaemonset.Options{
-		Namespace: namespace, Image: imageRef, MaxUnavailable: intstr.FromString("10%"), SSHDPort: 22,
-	}).Spec.Template.Spec
-	compareAgentPod(t, pod, want)
+	compareAgentPod(t, pod, renderedAgent(nil, false))
 	status := processStatus(t, "/agent")
 	for field, v := range map[string]string{
 		// CHOWN (0), DAC_OVERRIDE (1), FOWNER (3).
@@ -214,6 +210,9 @@ func compareAgentPod(t *testing.T, pod *corev1.Pod, want corev1.PodSpec) {
 	}
 	if !slices.Equal(gc.Args, wc.Args) {
 		t.Errorf("agent args %v, rendered %v", gc.Args, wc.Args)
+	}
+	if !equality.Semantic.DeepEqual(gc.RestartPolicy, wc.RestartPolicy) || !equality.Semantic.DeepEqual(gc.RestartPolicyRules, wc.RestartPolicyRules) {
+		t.Errorf("agent restart policy %v, rules %+v; rendered %v, %+v", gc.RestartPolicy, gc.RestartPolicyRules, wc.RestartPolicy, wc.RestartPolicyRules)
 	}
 	// The token volume the ServiceAccount admission plugin adds.
 	token := ""

@@ -13,11 +13,9 @@ import (
 	operatorsv1alpha1 "github.com/operator-framework/api/pkg/operators/v1alpha1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
-	"github.com/nodeaccess/nodeaccess-operator/internal/agentdaemonset"
 	"github.com/nodeaccess/nodeaccess-operator/internal/testenv"
 )
 
@@ -61,14 +59,13 @@ func TestHomeRootsAndRootAreSetThroughTheSubscription(t *testing.T) {
 
 	roots := []string{"/home", extraHomeRoot}
 	start := time.Now()
-	setSubscriptionEnv(t, []corev1.EnvVar{
-		{Name: "NODEACCESS_HOME_ROOTS", Value: strings.Join(roots, ",")},
-		{Name: "NODEACCESS_ALLOW_ROOT_USER", Value: "true"},
-	})
+	setSubscriptionEnv(t, append(slices.Clone(installEnv),
+		corev1.EnvVar{Name: "NODEACCESS_HOME_ROOTS", Value: strings.Join(roots, ",")},
+		corev1.EnvVar{Name: "NODEACCESS_ALLOW_ROOT_USER", Value: "true"}))
 	t.Cleanup(func() {
-		// Revoke first, while root is allowed, then put the defaults back.
+		// Revoke first, while root is allowed, then put the install's settings back.
 		remove(t, "homes")
-		setSubscriptionEnv(t, nil)
+		setSubscriptionEnv(t, installEnv)
 		testenv.Eventually(t, timeout, "the agents back to the defaults", func() error { return agentRolledOut(agentDaemonSetFor(nil, false)) })
 	})
 	testenv.Eventually(t, timeout, "the agents rolled with /var/home and /root", func() error {
@@ -80,10 +77,7 @@ func TestHomeRootsAndRootAreSetThroughTheSubscription(t *testing.T) {
 	t.Logf("Subscription changed: agents rolled in %s, carol logs in after %s, root after %s",
 		rolled.Round(100*time.Millisecond), carolTook.Round(100*time.Millisecond), rootTook.Round(100*time.Millisecond))
 	testenv.Eventually(t, timeout, "homes in sync", inSync("homes"))
-	want := agentdaemonset.DaemonSet(agentdaemonset.Options{
-		Namespace: namespace, Image: imageRef, MaxUnavailable: intstr.FromString("10%"), SSHDPort: 22, HomeRoots: roots, AllowRoot: true,
-	}).Spec.Template.Spec
-	compareAgentPod(t, agentPod(t), want)
+	compareAgentPod(t, agentPod(t), renderedAgent(roots, true))
 	checkHandWritten(t)
 }
 
@@ -98,11 +92,7 @@ func setSubscriptionEnv(t *testing.T, env []corev1.EnvVar) {
 		if err := k8s.Get(ctx, client.ObjectKey{Namespace: namespace, Name: packageName}, sub); err != nil {
 			return err
 		}
-		if env == nil {
-			sub.Spec.Config = nil
-		} else {
-			sub.Spec.Config = &operatorsv1alpha1.SubscriptionConfig{Env: env}
-		}
+		sub.Spec.Config = &operatorsv1alpha1.SubscriptionConfig{Env: env}
 		return k8s.Update(ctx, sub)
 	})
 	testenv.Eventually(t, timeout, "OLM's Deployment with the Subscription's environment, its manager running", func() error {
@@ -132,7 +122,7 @@ func setSubscriptionEnv(t *testing.T, env []corev1.EnvVar) {
 // agentDaemonSetFor checks that the agent DaemonSet is rendered for these
 // home roots and root setting.
 func agentDaemonSetFor(roots []string, allowRoot bool) func(*appsv1.DaemonSet) error {
-	want := agentdaemonset.DaemonSet(agentdaemonset.Options{Namespace: namespace, SSHDPort: 22, HomeRoots: roots, AllowRoot: allowRoot}).Spec.Template.Spec
+	want := renderedAgent(roots, allowRoot)
 	return func(ds *appsv1.DaemonSet) error {
 		got := ds.Spec.Template.Spec
 		if !slices.Equal(got.Containers[0].Args, want.Containers[0].Args) || len(got.Volumes) != len(want.Volumes) {
