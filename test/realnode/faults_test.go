@@ -72,7 +72,9 @@ type sampler struct {
 	done    chan struct{}
 	mu      sync.Mutex
 	counts  []int // samples per allowed set
-	bad     error
+	// firstLast is when a sample first held the last allowed set.
+	firstLast time.Time
+	bad       error
 }
 
 // check is one sample's verdict: the index of the allowed set it holds.
@@ -110,6 +112,9 @@ func startSampler(allowed ...[]string) *sampler {
 			}
 			if i >= 0 {
 				s.counts[i]++
+			}
+			if i == len(s.allowed)-1 && s.firstLast.IsZero() {
+				s.firstLast = time.Now()
 			}
 			s.mu.Unlock()
 			time.Sleep(time.Millisecond)
@@ -222,8 +227,11 @@ func TestFaultsDuringAChangeLeaveNoTornFile(t *testing.T) {
 			t.Errorf("after the %s, the old set's key: %v, want refused", fault.name, err)
 		}
 		counts, bad := s.stop()
-		t.Logf("%s %s after the update: new keys log in after %s; %d samples of the old file, %d of the new",
-			fault.name, injected.Round(time.Millisecond), took.Round(time.Millisecond), counts[0], counts[1])
+		// Whether the agent wrote the new keys before the fault or after
+		// it (a new agent pod, or the same agent once the node's programs
+		// were back) is what the fault interleaved with.
+		t.Logf("%s %s after the update; the new keys in the file %s after it, logging in after %s; %d samples of the old file, %d of the new",
+			fault.name, injected.Round(time.Millisecond), s.firstLast.Sub(start).Round(time.Millisecond), took.Round(time.Millisecond), counts[0], counts[1])
 		if bad != nil {
 			t.Errorf("during the %s: %v", fault.name, bad)
 		}

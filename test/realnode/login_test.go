@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -234,8 +236,9 @@ func labelNode(t testing.TB, pool string) {
 // The typed options are enforced by sshd itself: a from pattern excluding
 // the client refuses the key and one including it accepts it; a forced
 // command runs whatever the client asks; restrict and noPortForwarding
-// refuse a forwarding (a stdio forward, the direct-tcpip channel every -L
-// connection opens, and a remote forward), which works with an
+// refuse a forwarding (a local forward with -L, which sshd refuses when a
+// connection comes through it; a stdio forward with -W, the same
+// direct-tcpip channel; and a remote forward with -R), which works with an
 // unrestricted key.
 func TestOptionsAreEnforcedBySSHD(t *testing.T) {
 	ctx := context.Background()
@@ -301,5 +304,57 @@ func TestOptionsAreEnforcedBySSHD(t *testing.T) {
 			}
 		}
 	}
+	// -L itself: the forward is set up locally, and sshd refuses the
+	// channel when a connection comes through it.
+	for _, name := range []string{"restrict", "no-pf", "plain"} {
+		banner, err := throughLocalForward(t, keys[name].path)
+		switch {
+		case name == "plain" && (err != nil || !strings.HasPrefix(banner, "SSH-2.0-")):
+			t.Errorf("an unrestricted key's -L forward reached %q (%v), want the node's sshd", banner, err)
+		case name != "plain" && (err == nil || banner != ""):
+			t.Errorf("%s: a -L forward reached %q (%v); want the channel refused", name, banner, err)
+		}
+	}
 	checkHandWritten(t)
+}
+
+// throughLocalForward runs `ssh -N -L` as alice with the key, forwarding
+// a local port to the node's sshd, connects through it, and returns what
+// came back (the node's SSH banner when sshd opened the channel) and the
+// error of reading it (io.EOF when sshd refused the channel).
+func throughLocalForward(t *testing.T, key string) (string, error) {
+	t.Helper()
+	port, err := localcluster.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	args := []string{"-F", sshConfig, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ExitOnForwardFailure=yes",
+		"-o", "LogLevel=ERROR", "-i", key, "-l", alice.Name, "-N", "-L", local + ":" + node.IP() + ":22", nodeName}
+	cmd := exec.CommandContext(ctx, "ssh", args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	defer func() { _ = cmd.Process.Kill(); <-exited }()
+	var conn net.Conn
+	testenv.Eventually(t, 20*time.Second, "ssh listening on "+local, func() error {
+		select {
+		case <-exited:
+			t.Fatalf("ssh -L exited: %s", out.String())
+		default:
+		}
+		conn, err = net.DialTimeout("tcp", local, time.Second)
+		return err
+	})
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 64)
+	n, err := io.ReadAtLeast(conn, buf, 8)
+	return string(buf[:n]), err
 }
