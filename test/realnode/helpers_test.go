@@ -70,7 +70,12 @@ func install(ctx context.Context, address string) error {
 	}); err != nil {
 		return fmt.Errorf("creating the Subscription: %w", err)
 	}
-	if err := poll(ctx, timeout, "the CSV Succeeded", csvSucceeded); err != nil {
+	if err := poll(ctx, timeout, "the CSV Succeeded", func() error {
+		if err := olm.Healthy(); err != nil {
+			return err
+		}
+		return csvSucceeded()
+	}); err != nil {
 		return err
 	}
 	if err := poll(ctx, timeout, "the agent DaemonSet's pod ready", func() error { return agentRolledOut(nil) }); err != nil {
