@@ -92,15 +92,22 @@ test-olm: manifests generate k8s-bin ## Run only the OLM suite: install from cat
 	KUBEBUILDER_ASSETS="$(K8S_BIN)" go test $(GOTEST_FLAGS) -timeout $(TEST_TIMEOUT) -v ./test/olm/
 
 .PHONY: test-realnode
-test-realnode: manifests generate k8s-bin node-packages ## Run only the real-node suite: kubelet, kube-proxy, containerd and sshd in private namespaces, pods from image archives (needs root).
+test-realnode: manifests generate k8s-bin node-packages ## Run only the real-node suite: the operator installed by real OLM on a real kubelet, containerd and sshd in private namespaces, proven by ssh logins (needs root).
 	KUBEBUILDER_ASSETS="$(K8S_BIN)" go test $(GOTEST_FLAGS) -timeout $(TEST_TIMEOUT) -v ./test/realnode/
 
 # BENCH_NODES are the node counts `make bench` measures (5000 works, slowly).
 BENCH_NODES ?= 100,1000
 
 .PHONY: bench
-bench: envtest ## Measure propagation latency, API cost and memory at 100 and 1,000 nodes (not part of make test); writes bin/bench/results.json and docs/benchmarks.md.
+bench: envtest bench-realnode ## Measure propagation latency, API cost and memory at 100 and 1,000 nodes, and time to login on the real node (not part of make test); writes bin/bench/results.json and docs/benchmarks.md.
 	KUBEBUILDER_ASSETS="$(K8S_BIN)" go run ./hack/bench -nodes=$(BENCH_NODES)
+
+# BENCH_LOGIN_REPS is how many grants and revocations `make bench-realnode` times.
+BENCH_LOGIN_REPS ?= 20
+
+.PHONY: bench-realnode
+bench-realnode: manifests generate k8s-bin node-packages ## Measure time to login on the real node, installed through OLM: create to first ssh login, delete to first refusal (p50, p99; needs root).
+	REALNODE_BENCH_REPS=$(BENCH_LOGIN_REPS) KUBEBUILDER_ASSETS="$(K8S_BIN)" go test -count=1 -timeout $(TEST_TIMEOUT) -run '^$$' -bench '^BenchmarkTimeToLogin$$' -benchtime 1x -v ./test/realnode/
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s).

@@ -57,6 +57,7 @@ type options struct {
 	trackLogins        bool
 	endSessions        bool
 	sshdLogs           string
+	restartInPlace     bool
 	allowRoot          bool
 	maxGrants          int
 	maxRenderedBytes   int
@@ -109,6 +110,8 @@ func run() error {
 		"Have the agents end the sshd sessions that logged in with a key once no grant gives it to the account (delete, suspend, expiry). Implies --track-logins; the agent pods then share the host's PID namespace (docs/security.md).")
 	flag.StringVar(&opts.sshdLogs, "sshd-logs", strings.Join(agentdaemonset.DefaultSSHDLogs, ","),
 		"Comma-separated syslog files, under /var/log, where the nodes' sshd logs; their directories are mounted read-only into the agent pods when logins are tracked.")
+	flag.BoolVar(&opts.restartInPlace, "agent-restart-in-place", false,
+		"Restart an agent pod's containers in place when the agent stops to read a replaced /etc/passwd (a new account), so the kubelet's crash-loop back-off never delays it. Needs every node's kubelet to declare RestartAllContainersOnContainerExits (Kubernetes 1.36 and later): the scheduler keeps agent pods off other nodes.")
 	flag.IntVar(&opts.maxGrants, "max-grants", render.DefaultClusterLimits.MaxGrants,
 		"Most NodeAccess objects rendered for the agents; more are refused with ClusterLimitExceeded.")
 	flag.IntVar(&opts.maxRenderedBytes, "max-rendered-bytes", render.DefaultClusterLimits.MaxBytes,
@@ -243,6 +246,7 @@ func run() error {
 		TrackLogins:         opts.trackLogins || opts.endSessions,
 		SSHDLogs:            sshdLogs,
 		EndSessionsOnRevoke: opts.endSessions,
+		AgentRestartInPlace: opts.restartInPlace,
 		Limits:              limits,
 		Render: render.Options{
 			Policy:    keypolicy.Policy{MinRSABits: opts.minRSABits, AllowCertificates: opts.allowCertificates},

@@ -41,6 +41,9 @@ type Options struct {
 	// EndSessionsOnRevoke makes the agents end the sessions whose key was
 	// revoked; it implies TrackLogins.
 	EndSessionsOnRevoke bool
+	// AgentRestartInPlace makes an agent's clean exit restart its pod's
+	// containers in place (see agentdaemonset.Options.RestartInPlace).
+	AgentRestartInPlace bool
 	// Render holds the key policy.
 	Render render.Options
 	// RevocationTimeout bounds the wait for nodes to confirm a revocation.
@@ -116,6 +119,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 			Namespace: opts.Namespace, Image: opts.AgentImage, MaxUnavailable: opts.AgentMaxUnavailable,
 			SSHDPort: opts.NodeSSHDPort, HomeRoots: opts.HomeRoots, AllowRoot: opts.Render.AllowRoot,
 			TrackLogins: opts.TrackLogins, SSHDLogs: opts.SSHDLogs, EndSessions: opts.EndSessionsOnRevoke,
+			RestartInPlace: opts.AgentRestartInPlace,
 		},
 		OwnerDeployment: opts.OperatorDeployment,
 	}

@@ -55,6 +55,12 @@ type Options struct {
 	// revoked (it implies TrackLogins): the pod shares the host's PID
 	// namespace, to verify and signal sshd's session processes.
 	EndSessions bool
+	// RestartInPlace makes the agent's clean exit (the host replaced
+	// /etc/passwd) restart the pod's containers in place, which the
+	// kubelet's crash-loop back-off does not delay. The scheduler then
+	// places agent pods only on nodes whose kubelet declares the feature
+	// (Kubernetes 1.36 and later): set it only when every node has one.
+	RestartInPlace bool
 }
 
 // DefaultSSHDLogs are where sshd logs through syslog on Debian and Ubuntu
@@ -172,7 +178,7 @@ func DaemonSet(o Options) *appsv1.DaemonSet {
 		// changes nothing.
 		securityContext.AppArmorProfile = &corev1.AppArmorProfile{Type: corev1.AppArmorProfileTypeUnconfined}
 	}
-	return &appsv1.DaemonSet{
+	ds := &appsv1.DaemonSet{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "DaemonSet"},
 		ObjectMeta: metav1.ObjectMeta{Name: Name, Namespace: o.Namespace, Labels: Labels()},
 		Spec: appsv1.DaemonSetSpec{
@@ -231,6 +237,27 @@ func DaemonSet(o Options) *appsv1.DaemonSet {
 			},
 		},
 	}
+	if o.RestartInPlace {
+		// The agent exits 0 only to be started again: when the host
+		// replaced /etc/passwd (a single-file mount keeps the old inode),
+		// or when the kubelet stopped it. A plain restart of an exited
+		// container waits out the kubelet's crash-loop back-off, whatever
+		// the exit code: none for the first exit, then 10 s for an exit
+		// within 10 minutes of the last restart, doubling up to 5 minutes;
+		// so a second account added soon after a first would wait.
+		// Restarting the pod's containers in place removes the exited
+		// container and starts a fresh one, with the new file, at once.
+		// Other exit codes are crashes and keep the back-off.
+		c := &ds.Spec.Template.Spec.Containers[0]
+		c.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
+		c.RestartPolicyRules = []corev1.ContainerRestartRule{{
+			Action: corev1.ContainerRestartRuleActionRestartAllContainers,
+			ExitCodes: &corev1.ContainerRestartRuleOnExitCodes{
+				Operator: corev1.ContainerRestartRuleOnExitCodesOpIn, Values: []int32{0},
+			},
+		}}
+	}
+	return ds
 }
 
 // args are the agent's command-line flags.

@@ -186,3 +186,26 @@ func TestLoginTrackingAndEndingSessions(t *testing.T) {
 		})
 	}
 }
+
+// With RestartInPlace, the agent's clean exit (its /etc/passwd was
+// replaced) restarts the pod's containers in place, without the kubelet's
+// crash-loop back-off; any other exit code is a crash and keeps the
+// back-off. Without it the pod has no restart rule, which would keep
+// agent pods off nodes whose kubelet does not declare the feature.
+func TestCleanExitRestartsInPlaceOnlyWhenAsked(t *testing.T) {
+	if c := DaemonSet(Options{}).Spec.Template.Spec.Containers[0]; c.RestartPolicy != nil || len(c.RestartPolicyRules) > 0 {
+		t.Fatalf("restart policy %v, rules %+v without RestartInPlace", c.RestartPolicy, c.RestartPolicyRules)
+	}
+	c := DaemonSet(Options{RestartInPlace: true}).Spec.Template.Spec.Containers[0]
+	if c.RestartPolicy == nil || *c.RestartPolicy != corev1.ContainerRestartPolicyAlways {
+		t.Fatalf("container restart policy %v, want Always", c.RestartPolicy)
+	}
+	if len(c.RestartPolicyRules) != 1 {
+		t.Fatalf("restart rules %+v, want one", c.RestartPolicyRules)
+	}
+	r := c.RestartPolicyRules[0]
+	if r.Action != corev1.ContainerRestartRuleActionRestartAllContainers || r.ExitCodes == nil ||
+		r.ExitCodes.Operator != corev1.ContainerRestartRuleOnExitCodesOpIn || !slices.Equal(r.ExitCodes.Values, []int32{0}) {
+		t.Errorf("restart rule %+v, want RestartAllContainers on exit code 0 only", r)
+	}
+}
