@@ -28,6 +28,13 @@ CONTAINER_TOOL ?= docker
 # NAMESPACE is the operator's namespace for `make run`.
 NAMESPACE ?= nodeaccess-system
 
+# Every build and test of the project compiles its packages once, into one Go
+# build cache: static (no cgo) and with trimmed paths, as the image's binaries
+# are built (hack/image), so the image, the suites' binaries and the tests
+# share the compile work. (hack/tools/build.sh keeps Go's defaults.)
+export CGO_ENABLED := 0
+export GOFLAGS := -trimpath $(GOFLAGS)
+
 # Test settings. GOTEST_FLAGS are passed to every `go test`.
 GOTEST_FLAGS ?= -count=1
 TEST_TIMEOUT ?= 30m
@@ -85,15 +92,22 @@ test-olm: manifests generate k8s-bin ## Run only the OLM suite: install from cat
 	KUBEBUILDER_ASSETS="$(K8S_BIN)" go test $(GOTEST_FLAGS) -timeout $(TEST_TIMEOUT) -v ./test/olm/
 
 .PHONY: test-realnode
-test-realnode: manifests generate k8s-bin node-packages ## Run only the real-node suite: kubelet, kube-proxy, containerd and sshd in private namespaces, pods from image archives (needs root).
+test-realnode: manifests generate k8s-bin node-packages ## Run only the real-node suite: the operator installed by real OLM on a real kubelet, containerd and sshd in private namespaces, proven by ssh logins (needs root).
 	KUBEBUILDER_ASSETS="$(K8S_BIN)" go test $(GOTEST_FLAGS) -timeout $(TEST_TIMEOUT) -v ./test/realnode/
 
 # BENCH_NODES are the node counts `make bench` measures (5000 works, slowly).
 BENCH_NODES ?= 100,1000
 
 .PHONY: bench
-bench: envtest ## Measure propagation latency, API cost and memory at 100 and 1,000 nodes (not part of make test); writes bin/bench/results.json and docs/benchmarks.md.
+bench: envtest bench-realnode ## Measure propagation latency, API cost and memory at 100 and 1,000 nodes, and time to login on the real node (not part of make test); writes bin/bench/results.json and docs/benchmarks.md.
 	KUBEBUILDER_ASSETS="$(K8S_BIN)" go run ./hack/bench -nodes=$(BENCH_NODES)
+
+# BENCH_LOGIN_REPS is how many grants and revocations `make bench-realnode` times.
+BENCH_LOGIN_REPS ?= 20
+
+.PHONY: bench-realnode
+bench-realnode: manifests generate k8s-bin node-packages ## Measure time to login on the real node, installed through OLM: create to first ssh login, delete to first refusal (p50, p99; needs root).
+	REALNODE_BENCH_REPS=$(BENCH_LOGIN_REPS) KUBEBUILDER_ASSETS="$(K8S_BIN)" go test -count=1 -timeout $(TEST_TIMEOUT) -run '^$$' -bench '^BenchmarkTimeToLogin$$' -benchtime 1x -v ./test/realnode/
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (default 30s).
@@ -171,6 +185,7 @@ deploy: manifests ## Deploy the operator with kustomize (without OLM) to the clu
 undeploy: ## Remove the operator deployed with `make deploy`: first revoke every NodeAccess (hack/revoke-all.sh), unless KEEP_KEYS=true.
 	@if [ "$(KEEP_KEYS)" != "true" ]; then KUBECTL="$(KUBECTL)" hack/revoke-all.sh; else echo "KEEP_KEYS=true: every key stays on the nodes"; fi
 	$(KUSTOMIZE) build config/default | $(KUBECTL) delete --ignore-not-found -f -
+	$(KUBECTL) delete --ignore-not-found validatingadmissionpolicybinding,validatingadmissionpolicy nodeaccess-agent-own-report
 
 ##@ Local control plane
 
@@ -179,8 +194,8 @@ envtest: ## Build etcd, kube-apiserver and kubectl into bin/k8s (from Go modules
 	hack/tools/build.sh etcd kube-apiserver kubectl
 
 .PHONY: k8s-bin
-k8s-bin: ## Build the whole local cluster into bin/k8s: etcd, kube-apiserver, kubectl, kube-controller-manager, kube-scheduler, kubelet, kube-proxy (one go build), kwok, opm, OLM's olm and catalog, and krew's manifest validator.
-	hack/tools/build.sh etcd kube-apiserver kubectl kube-controller-manager kube-scheduler kubelet kube-proxy kwok opm olm catalog validate-krew-manifest
+k8s-bin: ## Build the whole local cluster into bin/k8s: etcd, kube-apiserver, kubectl, kube-controller-manager, kube-scheduler, kubelet, kube-proxy (one go build), kwok, opm, OLM's olm and catalog, krew's manifest validator and promtool.
+	hack/tools/build.sh etcd kube-apiserver kubectl kube-controller-manager kube-scheduler kubelet kube-proxy kwok opm olm catalog validate-krew-manifest promtool
 
 .PHONY: node-packages
 node-packages: ## Install the Debian packages a real node and the tests need when they are missing (containerd, runc, CNI plugins, iptables, iproute2, OpenSSH, rsyslog); never starts a service.

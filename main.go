@@ -12,6 +12,7 @@ import (
 	"time"
 
 	operatorsv2 "github.com/operator-framework/api/pkg/operators/v2"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -24,6 +25,7 @@ import (
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
 	"github.com/nodeaccess/nodeaccess-operator/controllers"
+	"github.com/nodeaccess/nodeaccess-operator/internal/agentdaemonset"
 	"github.com/nodeaccess/nodeaccess-operator/internal/flagenv"
 	"github.com/nodeaccess/nodeaccess-operator/internal/keypolicy"
 	"github.com/nodeaccess/nodeaccess-operator/internal/nodewriter"
@@ -52,6 +54,10 @@ type options struct {
 	operatorDeployment string
 	nodeSSHDPort       int
 	homeRoots          string
+	trackLogins        bool
+	endSessions        bool
+	sshdLogs           string
+	restartInPlace     bool
 	allowRoot          bool
 	maxGrants          int
 	maxRenderedBytes   int
@@ -60,6 +66,10 @@ type options struct {
 	allowCertificates  bool
 	revocationTimeout  time.Duration
 	statusDelay        time.Duration
+	reportStaleAfter   time.Duration
+	monitoring         bool
+	monitoringLabels   string
+	monitoringRecheck  time.Duration
 	apiQPS             float64
 	apiBurst           int
 }
@@ -94,6 +104,14 @@ func run() error {
 		"Port of the nodes' sshd: each agent probes it on its node's IP and publishes the host keys in the node's report (0: not probed).")
 	flag.StringVar(&opts.homeRoots, "home-roots", "/home",
 		"Comma-separated host directories under which the agents write accounts' homes, each mounted into the agent pods (for example /home,/var/home); an account whose home is elsewhere is reported HomeNotMounted.")
+	flag.BoolVar(&opts.trackLogins, "track-logins", false,
+		"Have the agents report the key logins their node's sshd logs (who logged in with which key, from where): in node reports, NodeAccess status, LoginAccepted Events and nodeaccess_logins_total. Mounts the directories of --sshd-logs read-only into the agent pods.")
+	flag.BoolVar(&opts.endSessions, "end-sessions-on-revoke", false,
+		"Have the agents end the sshd sessions that logged in with a key once no grant gives it to the account (delete, suspend, expiry). Implies --track-logins; the agent pods then share the host's PID namespace (docs/security.md).")
+	flag.StringVar(&opts.sshdLogs, "sshd-logs", strings.Join(agentdaemonset.DefaultSSHDLogs, ","),
+		"Comma-separated syslog files, under /var/log, where the nodes' sshd logs; their directories are mounted read-only into the agent pods when logins are tracked.")
+	flag.BoolVar(&opts.restartInPlace, "agent-restart-in-place", false,
+		"Restart an agent pod's containers in place when the agent stops to read a replaced /etc/passwd (a new account), so the kubelet's crash-loop back-off never delays it. Needs every node's kubelet to declare RestartAllContainersOnContainerExits (Kubernetes 1.36 and later): the scheduler keeps agent pods off other nodes.")
 	flag.IntVar(&opts.maxGrants, "max-grants", render.DefaultClusterLimits.MaxGrants,
 		"Most NodeAccess objects rendered for the agents; more are refused with ClusterLimitExceeded.")
 	flag.IntVar(&opts.maxRenderedBytes, "max-rendered-bytes", render.DefaultClusterLimits.MaxBytes,
@@ -113,6 +131,15 @@ func run() error {
 	flag.IntVar(&opts.apiBurst, "kube-api-burst", 200, "Burst above --kube-api-qps.")
 	flag.DurationVar(&opts.statusDelay, "status-delay", time.Second,
 		"Node reports within this window are folded into one status update.")
+	flag.DurationVar(&opts.reportStaleAfter, "report-stale-after", controllers.DefaultReportStaleAfter,
+		"A node report whose heartbeat is older counts in nodeaccess_nodes_without_report (agents renew it every 10 minutes).")
+	// With OLM, a Subscription's spec.config sets environment variables, not arguments.
+	flag.BoolVar(&opts.monitoring, "install-monitoring", true,
+		"Install the alerts (PrometheusRule) and the ServiceMonitor in the operator's namespace while the Prometheus operator's CRDs are served.")
+	flag.StringVar(&opts.monitoringLabels, "monitoring-labels", "",
+		"Labels added to the PrometheusRule and ServiceMonitor, for a Prometheus that selects them by label, for example release=monitoring.")
+	flag.DurationVar(&opts.monitoringRecheck, "monitoring-recheck", controllers.DefaultMonitoringRecheck,
+		"How often the manager looks again for the Prometheus operator's CRDs while they are not served.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.CommandLine.Usage = func() {
@@ -162,6 +189,26 @@ func run() error {
 		}
 		homeRoots = append(homeRoots, r)
 	}
+	if opts.reportStaleAfter <= 0 || opts.monitoringRecheck <= 0 {
+		return fmt.Errorf("--report-stale-after and --monitoring-recheck must be positive")
+	}
+	monitoringLabels, err := labels.ConvertSelectorToLabelsMap(opts.monitoringLabels)
+	if err != nil {
+		return fmt.Errorf("--monitoring-labels: %w", err)
+	}
+	var sshdLogs []string
+	for _, p := range strings.Split(opts.sshdLogs, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		if err := agentdaemonset.CheckSSHDLog(p); err != nil {
+			return fmt.Errorf("--sshd-logs: %w", err)
+		}
+		sshdLogs = append(sshdLogs, p)
+	}
+	if (opts.trackLogins || opts.endSessions) && len(sshdLogs) == 0 {
+		return fmt.Errorf("--track-logins and --end-sessions-on-revoke need --sshd-logs")
+	}
 	limits := render.ClusterLimits{MaxGrants: opts.maxGrants, MaxBytes: opts.maxRenderedBytes, MaxAccountBytes: opts.maxAccountBytes}
 	if limits.MaxGrants <= 0 || limits.MaxBytes <= 0 || limits.MaxAccountBytes <= 0 {
 		return fmt.Errorf("--max-grants, --max-rendered-bytes and --max-account-key-bytes must be positive")
@@ -196,6 +243,10 @@ func run() error {
 		OperatorDeployment:  opts.operatorDeployment,
 		NodeSSHDPort:        int32(opts.nodeSSHDPort),
 		HomeRoots:           homeRoots,
+		TrackLogins:         opts.trackLogins || opts.endSessions,
+		SSHDLogs:            sshdLogs,
+		EndSessionsOnRevoke: opts.endSessions,
+		AgentRestartInPlace: opts.restartInPlace,
 		Limits:              limits,
 		Render: render.Options{
 			Policy:    keypolicy.Policy{MinRSABits: opts.minRSABits, AllowCertificates: opts.allowCertificates},
@@ -203,6 +254,10 @@ func run() error {
 		},
 		RevocationTimeout: opts.revocationTimeout,
 		StatusDelay:       opts.statusDelay,
+		ReportStaleAfter:  opts.reportStaleAfter,
+		Monitoring:        opts.monitoring,
+		MonitoringLabels:  monitoringLabels,
+		MonitoringRecheck: opts.monitoringRecheck,
 		// OLM sets this; the manager then tells OLM when an upgrade must wait.
 		OperatorCondition: os.Getenv("OPERATOR_CONDITION_NAME"),
 	}); err != nil {

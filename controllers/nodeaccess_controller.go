@@ -84,6 +84,8 @@ type NodeAccessReconciler struct {
 
 	now         func() time.Time
 	propagation propagation
+	// logins counts and announces the logins the nodes report.
+	logins *loginObserver
 	// secrets watches Secrets in the namespaces that allowed the manager.
 	secrets *secretWatches
 	// ledger adds up what every rendered grant costs the agents.
@@ -109,6 +111,7 @@ func (r *NodeAccessReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.ForbiddenRecheck <= 0 {
 		r.ForbiddenRecheck = defaultForbiddenRecheck
 	}
+	r.logins = newLoginObserver(r.now())
 	ctx := context.Background()
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &nav1.NodeAccess{}, sourcesIndex, func(o client.Object) []string {
 		var keys []string
@@ -172,6 +175,7 @@ func (r *NodeAccessReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	na := &nav1.NodeAccess{}
 	if err := r.Client.Get(ctx, req.NamespacedName, na); err != nil {
 		if apierrors.IsNotFound(err) {
+			r.forgetMetrics(req.Name, "") // gone without this manager releasing it
 			return ctrl.Result{}, r.deleteOrphan(ctx, req.Name)
 		}
 		return ctrl.Result{}, err
@@ -238,6 +242,7 @@ func (r *NodeAccessReconciler) reconcileNormal(ctx context.Context, s *scope) (c
 	}
 	status := computeStatus(na, &res, overLimit, obs, s.now)
 	s.status = &status
+	r.logins.observe(r.Recorder, na, obs.logins, s.now)
 	r.recordMetrics(na.Name, string(na.UID), res.Spec.Hash, status.SelectedNodes, status.NodesInSync, status.KeysGranted, len(status.RefusedKeys), s.now)
 
 	var result ctrl.Result

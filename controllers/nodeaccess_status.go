@@ -25,6 +25,8 @@ type observation struct {
 	nodes []nodeInfo
 	// reports maps a node name to this NodeAccess's entry in its report.
 	reports map[string]nav1.GrantReport
+	// logins are the logins with this NodeAccess's keys the reports list.
+	logins []nodeLogin
 }
 
 type nodeInfo struct {
@@ -49,14 +51,31 @@ func (r *NodeAccessReconciler) observe(ctx context.Context, na *nav1.NodeAccess)
 	if err := r.Client.List(ctx, &reports, client.MatchingFields{reportedIndex: string(na.UID)}, client.UnsafeDisableDeepCopy); err != nil {
 		return obs, fmt.Errorf("listing node reports: %w", err)
 	}
+	accounts := names(na)
 	for _, rep := range reports.Items {
 		for _, g := range rep.Status.Grants {
 			if g.UID == string(na.UID) {
 				obs.reports[rep.Name] = g
 			}
 		}
+		for _, l := range rep.Status.Logins {
+			// Only accounts the grant names: a report cannot add others
+			// (nor metric series) to it.
+			if l.NodeAccessUID == string(na.UID) && accounts[l.User] {
+				obs.logins = append(obs.logins, nodeLogin{node: rep.Name, login: l})
+			}
+		}
 	}
 	return obs, nil
+}
+
+// names returns the accounts a NodeAccess names.
+func names(na *nav1.NodeAccess) map[string]bool {
+	out := make(map[string]bool, len(na.Spec.Users))
+	for _, u := range na.Spec.Users {
+		out[u.Name] = true
+	}
+	return out
 }
 
 // computeStatus is the whole status of a NodeAccess, from its rendering,
@@ -70,6 +89,7 @@ func computeStatus(na *nav1.NodeAccess, res *render.Result, overLimit error, obs
 		NextExpiry:         res.NextExpiry,
 		RefusedKeys:        res.Refused,
 		Conditions:         append([]metav1.Condition(nil), na.Status.Conditions...),
+		LastLogins:         lastLogins(na.Status.LastLogins, obs.logins),
 	}
 	selector, selErr := desiredstate.Selector(&na.Spec.NodeSelector)
 	sort.Slice(obs.nodes, func(i, j int) bool { return obs.nodes[i].name < obs.nodes[j].name })
@@ -238,6 +258,7 @@ func truncate(s string, n int) string {
 
 // patchStatus writes status only when it changed.
 func (r *NodeAccessReconciler) patchStatus(ctx context.Context, na *nav1.NodeAccess, st nav1.NodeAccessStatus) error {
+	recordStatus(na, &st)
 	if equality.Semantic.DeepEqual(na.Status, st) {
 		return nil
 	}

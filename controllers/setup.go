@@ -34,6 +34,16 @@ type Options struct {
 	// HomeRoots are the host directories under which agents write homes;
 	// empty means /home.
 	HomeRoots []string
+	// TrackLogins makes the agents report the key logins their node's sshd
+	// logs in SSHDLogs (empty: agentdaemonset.DefaultSSHDLogs).
+	TrackLogins bool
+	SSHDLogs    []string
+	// EndSessionsOnRevoke makes the agents end the sessions whose key was
+	// revoked; it implies TrackLogins.
+	EndSessionsOnRevoke bool
+	// AgentRestartInPlace makes an agent's clean exit restart its pod's
+	// containers in place (see agentdaemonset.Options.RestartInPlace).
+	AgentRestartInPlace bool
 	// Render holds the key policy.
 	Render render.Options
 	// RevocationTimeout bounds the wait for nodes to confirm a revocation.
@@ -49,6 +59,17 @@ type Options struct {
 	// OperatorCondition names the OperatorCondition OLM created for this
 	// operator ($OPERATOR_CONDITION_NAME); empty when not installed by OLM.
 	OperatorCondition string
+	// ReportStaleAfter is how old a node report's heartbeat may be before
+	// the node counts as not reporting; zero means DefaultReportStaleAfter.
+	ReportStaleAfter time.Duration
+	// Monitoring installs the PrometheusRule and ServiceMonitor while the
+	// Prometheus operator's CRDs are served.
+	Monitoring bool
+	// MonitoringLabels are added to both objects.
+	MonitoringLabels map[string]string
+	// MonitoringRecheck is how often the CRDs are looked for while missing;
+	// zero means DefaultMonitoringRecheck.
+	MonitoringRecheck time.Duration
 }
 
 // Setup registers every controller of the manager.
@@ -80,6 +101,15 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 			return fmt.Errorf("setting up the Upgradeable controller: %w", err)
 		}
 	}
+	am := &AgentMetricsReconciler{Client: mgr.GetClient(), Namespace: opts.Namespace, StaleAfter: opts.ReportStaleAfter, Delay: opts.StatusDelay}
+	if err := am.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the agent metrics controller: %w", err)
+	}
+	if opts.Monitoring {
+		if err := SetupMonitoring(mgr, opts); err != nil {
+			return err
+		}
+	}
 	if opts.AgentImage == "" {
 		return nil
 	}
@@ -88,6 +118,8 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		Options: agentdaemonset.Options{
 			Namespace: opts.Namespace, Image: opts.AgentImage, MaxUnavailable: opts.AgentMaxUnavailable,
 			SSHDPort: opts.NodeSSHDPort, HomeRoots: opts.HomeRoots, AllowRoot: opts.Render.AllowRoot,
+			TrackLogins: opts.TrackLogins, SSHDLogs: opts.SSHDLogs, EndSessions: opts.EndSessionsOnRevoke,
+			RestartInPlace: opts.AgentRestartInPlace,
 		},
 		OwnerDeployment: opts.OperatorDeployment,
 	}

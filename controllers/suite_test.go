@@ -44,6 +44,8 @@ const (
 	statusDelay = 200 * time.Millisecond
 	// revocationTimeout is the manager's RevocationTimeout in these tests.
 	revocationTimeout = 12 * time.Second
+	// reportStaleAfter is the manager's ReportStaleAfter in these tests.
+	reportStaleAfter = 20 * time.Second
 	// managerAccount is the manager's service account, as the bundle names it.
 	managerAccount = "nodeaccess-controller-manager"
 	// keySourceReaderRole is the shipped ClusterRole a namespace binds to let
@@ -187,6 +189,7 @@ func runMain(m *testing.M) int {
 		Limits:             limits,
 		StatusDelay:        statusDelay,
 		OperatorCondition:  operatorCondition,
+		ReportStaleAfter:   reportStaleAfter,
 	}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -206,3 +206,46 @@ const (
 	// the message says which.
 	SSHDHandshakeFailedReason = "SSHDHandshakeFailed"
 )
+
+// Reasons of a login in a NodeAccessReport's status.logins (and so in
+// NodeAccess status.lastLogins): why it is not trusted. A syslog line
+// names the sending program and PID, but any local user can send the same
+// bytes (logger -t 'sshd[PID]'), so a login is trusted only when the agent
+// verified the sender.
+const (
+	// SenderUnverifiedReason: when the agent read the line, the PID it names
+	// was not the root sshd session monitor of that account: the session
+	// had already ended (a short command), the agent does not share the
+	// host's PID namespace (without --end-sessions-on-revoke), or the line
+	// was forged.
+	SenderUnverifiedReason = "SenderUnverified"
+	// SessionPredatesReadingReason: the session monitor the line names
+	// started before the agent began reading the log, so the agent cannot
+	// tell sshd's own line from a forged one naming that session.
+	SessionPredatesReadingReason = "SessionPredatesReading"
+	// DisputedSessionReason: more than one login line named the same
+	// session, so at least one is forged; none of them is trusted, and the
+	// session is never ended on their word.
+	DisputedSessionReason = "DisputedSession"
+)
+
+// Reasons of a NodeAccessReport's status.loginTracking: why no sshd log
+// can be followed, so logins are unknown.
+const (
+	// SSHDLogNotFoundReason: none of the files given to the agent
+	// (--sshd-logs) exists on the node; sshd may log only to the systemd
+	// journal, which the agent does not read (docs/usage.md, Logins).
+	SSHDLogNotFoundReason = "SSHDLogNotFound"
+	// SSHDLogUnreadableReason: a log file exists but cannot be read.
+	SSHDLogUnreadableReason = "SSHDLogUnreadable"
+)
+
+// Reasons of the login Events on a NodeAccess.
+const (
+	// LoginAcceptedEventReason: a node's sshd let a key of the grant log in
+	// (at most one Event per account and key a minute).
+	LoginAcceptedEventReason = "LoginAccepted"
+	// SessionEndedEventReason: a node's agent ended a session whose key the
+	// grant no longer gives (--end-sessions-on-revoke).
+	SessionEndedEventReason = "SessionEnded"
+)

@@ -19,6 +19,8 @@ const (
 	MaxFailingNodes = 16
 	// MaxRefusedKeys is the most entries status.refusedKeys lists.
 	MaxRefusedKeys = 32
+	// MaxLastLogins is the most entries status.lastLogins lists.
+	MaxLastLogins = 16
 )
 
 // NodeAccessSpec is what a team asks for: which accounts on which nodes accept
@@ -271,6 +273,67 @@ type NodeAccessStatus struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=32
 	RefusedKeys []KeyRefusal `json:"refusedKeys,omitempty"`
+
+	// lastLogins are the most recent logins with this grant's keys, one per
+	// account and key (its newest login, on whichever node), newest first,
+	// at most 16. They come from the node reports, only when the operator
+	// tracks logins (--track-logins); see each node's NodeAccessReport for
+	// more.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	LastLogins []LastLogin `json:"lastLogins,omitempty"`
+}
+
+// LastLogin is the newest login of one key of a grant into one account.
+type LastLogin struct {
+	// user is the account logged in to.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^[a-z_][a-z0-9_-]*$`
+	User string `json:"user"`
+
+	// comment is the key's comment in the grant.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:Pattern=`^[^\x00-\x1f\x7f]*$`
+	Comment string `json:"comment,omitempty"`
+
+	// fingerprint is the SHA256 fingerprint of the key.
+	// +required
+	// +kubebuilder:validation:MinLength=8
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^SHA256:[A-Za-z0-9+/]+$`
+	Fingerprint string `json:"fingerprint"`
+
+	// node is the node logged in to.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Node string `json:"node"`
+
+	// time is when the node's sshd logged the login.
+	// +required
+	Time metav1.Time `json:"time"`
+
+	// from is the client's IP address.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[0-9A-Fa-f.:]+$`
+	From string `json:"from"`
+
+	// trusted is true when the node's agent proved the line came from sshd
+	// (see NodeAccessReport status.logins).
+	// +optional
+	Trusted bool `json:"trusted,omitempty"`
+
+	// reason says why the login is not trusted.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^([A-Z][A-Za-z0-9]*)?$`
+	Reason string `json:"reason,omitempty"`
 }
 
 // NodeFailure says why one node could not apply a grant.

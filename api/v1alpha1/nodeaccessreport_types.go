@@ -18,6 +18,10 @@ const (
 	// MaxSSHDVersionLength is the longest sshd version string a report
 	// carries: the SSH protocol's own limit on the version line.
 	MaxSSHDVersionLength = 255
+	// MaxReportedLogins is the most logins one node report lists.
+	MaxReportedLogins = 20
+	// MaxLoginFiles is the most sshd log files one agent follows.
+	MaxLoginFiles = 8
 )
 
 // Values of NodeAccessReportStatus.expiryEnforcedBy.
@@ -98,6 +102,141 @@ type NodeAccessReportStatus struct {
 	// agent write only its own node's report.
 	// +optional
 	SSHD *SSHDStatus `json:"sshd,omitempty"`
+
+	// logins are the most recent logins the node's sshd logged with keys
+	// that grants give to the account logged in to, newest first (at most
+	// 20). Each names the grant, the key's comment and fingerprint, the
+	// account, the client's address and whether the line provably came from
+	// sshd (trusted). Present only when the operator tracks logins
+	// (--track-logins).
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=20
+	Logins []NodeLogin `json:"logins,omitempty"`
+
+	// loginTracking says which sshd logs the agent follows, how many logins
+	// it saw with keys no grant gives, and why it cannot follow any. Absent
+	// when the operator does not track logins.
+	// +optional
+	LoginTracking *LoginTracking `json:"loginTracking,omitempty"`
+}
+
+// LoginTracking is the state of an agent's reading of its node's sshd logs.
+type LoginTracking struct {
+	// files are the host paths of the sshd logs the agent follows, of those
+	// it was given (--sshd-logs), that exist.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MaxLength=4096
+	Files []string `json:"files,omitempty"`
+
+	// unmanagedLogins counts the key logins the agent read whose key no grant
+	// gives to that account (the account's own keys, say), since the node's
+	// report was created. Neither the key nor the account is stored.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	UnmanagedLogins int64 `json:"unmanagedLogins,omitempty"`
+
+	// endSessionsOnRevoke is true when the agent ends the sshd sessions that
+	// logged in with a key when no grant gives that key to the account any
+	// more (the manager's --end-sessions-on-revoke).
+	// +optional
+	EndSessionsOnRevoke bool `json:"endSessionsOnRevoke,omitempty"`
+
+	// reason is a CamelCase code when no log can be followed, for example
+	// SSHDLogNotFound: logins are then not known, not absent.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^([A-Z][A-Za-z0-9]*)?$`
+	Reason string `json:"reason,omitempty"`
+
+	// message explains the failure.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
+}
+
+// NodeLogin is one key login the node's sshd logged ("Accepted publickey
+// for USER from ADDRESS port PORT ssh2: TYPE FINGERPRINT"), attributed to
+// the grant that gives that key to that account.
+type NodeLogin struct {
+	// time is when the node's syslog daemon received sshd's line.
+	// +required
+	Time metav1.Time `json:"time"`
+
+	// user is the account logged in to.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^[a-z_][a-z0-9_-]*$`
+	User string `json:"user"`
+
+	// nodeAccess is the name of the NodeAccess whose key logged in.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	NodeAccess string `json:"nodeAccess"`
+
+	// nodeAccessUID is that NodeAccess's UID.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	NodeAccessUID string `json:"nodeAccessUID"`
+
+	// comment is the key's comment in the grant, which names its owner.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:Pattern=`^[^\x00-\x1f\x7f]*$`
+	Comment string `json:"comment,omitempty"`
+
+	// fingerprint is the SHA256 fingerprint of the key that logged in.
+	// +required
+	// +kubebuilder:validation:MinLength=8
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^SHA256:[A-Za-z0-9+/]+$`
+	Fingerprint string `json:"fingerprint"`
+
+	// from is the client's IP address, as sshd saw it.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[0-9A-Fa-f.:]+$`
+	From string `json:"from"`
+
+	// port is the client's source port.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=65535
+	Port int32 `json:"port,omitempty"`
+
+	// trusted is true when the line provably came from the node's sshd:
+	// when the agent read it, the process it names was the root sshd
+	// session monitor of that very account, started after the agent began
+	// reading the log, and no other login line named it. Any local user
+	// can write a line of the same text into syslog, so every other line is
+	// untrusted (reason says why), and attributed only as what it claims.
+	// +optional
+	Trusted bool `json:"trusted,omitempty"`
+
+	// reason is a CamelCase code saying why the login is not trusted, for
+	// example SenderUnverified.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^([A-Z][A-Za-z0-9]*)?$`
+	Reason string `json:"reason,omitempty"`
+
+	// endedAt is when the agent ended this session because no grant gives
+	// its key to the account any more (only with --end-sessions-on-revoke,
+	// and only for trusted sessions).
+	// +optional
+	EndedAt *metav1.Time `json:"endedAt,omitempty"`
+
+	// endError says why the agent could not end this session although its
+	// key was revoked; it keeps trying while the session lives.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	EndError string `json:"endError,omitempty"`
 }
 
 // SSHDStatus is what an agent observed of its node's sshd. Either hostKeys

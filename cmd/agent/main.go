@@ -46,6 +46,7 @@ func run(args []string) error {
 		homeRoots  string
 		sshdHost   string
 		sshdPort   int
+		sshdLogs   string
 	)
 	fs.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "Name of the node the agent keeps (default: $NODE_NAME).")
 	fs.StringVar(&cfg.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the rendered NodeAccess objects: the operator's (default: $POD_NAMESPACE).")
@@ -57,6 +58,8 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.ReportDelay, "report-delay", agent.DefaultReportDelay, "How long after a change the node's report is written, plus up to as much again at random (files are always written at once).")
 	fs.StringVar(&sshdHost, "sshd-host", os.Getenv("HOST_IP"), "Host of the node's sshd, whose version and host keys the agent reports (default: $HOST_IP, the node's IP; empty: not probed).")
 	fs.IntVar(&sshdPort, "sshd-port", 22, "Port of the node's sshd (0: not probed).")
+	fs.StringVar(&sshdLogs, "sshd-logs", "", "Comma-separated host paths of the syslog files where the node's sshd logs (for example /var/log/auth.log,/var/log/secure), each under --host-root: the agent reports the key logins it reads there (empty: logins are not tracked).")
+	fs.BoolVar(&cfg.EndSessions, "end-sessions-on-revoke", false, "End the sshd sessions that logged in with a key when no grant gives that key to the account any more (needs --sshd-logs, and the host's PID namespace).")
 	fs.StringVar(&kubeconfig, "kubeconfig", "", "Path to a kubeconfig (default: in-cluster configuration).")
 	fs.StringVar(&probeAddr, "health-probe-bind-address", "0", "Address of the liveness and readiness probes (0 disables them).")
 	zapOpts := zap.Options{}
@@ -82,6 +85,14 @@ func run(args []string) error {
 			cfg.HomeRoots = append(cfg.HomeRoots, r)
 		}
 	}
+	for _, p := range strings.Split(sshdLogs, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			cfg.SSHDLogs = append(cfg.SSHDLogs, p)
+		}
+	}
+	if cfg.EndSessions && len(cfg.SSHDLogs) == 0 {
+		return errors.New("--end-sessions-on-revoke needs --sshd-logs")
+	}
 	var err error
 	if cfg.SSHDAddress, err = agent.SSHDAddress(sshdHost, sshdPort); err != nil {
 		return err
@@ -97,7 +108,8 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	log.Info("Starting agent", "namespace", cfg.Namespace, "hostRoot", cfg.HostRoot, "sshd", cfg.SSHDAddress)
+	log.Info("Starting agent", "namespace", cfg.Namespace, "hostRoot", cfg.HostRoot, "sshd", cfg.SSHDAddress,
+		"sshdLogs", cfg.SSHDLogs, "endSessionsOnRevoke", cfg.EndSessions)
 	// On SIGTERM the agent stops and leaves every file as it is: an agent
 	// restart or upgrade never revokes access.
 	ctx, stop := signal.NotifyContext(logr.NewContext(context.Background(), log), syscall.SIGTERM, os.Interrupt)

@@ -208,7 +208,7 @@ func run(c config) error {
 	// Once in the namespaces, the cluster stays there with or without its real node.
 	inNamespaces := withNode
 	if withNode && st.RealNode == "" {
-		noRealNode(fmt.Sprintf("it did not start (%s%s; logs in %s)", oneLine(st.NoRealNode), diagnose(c), display(c, c.path("real-node", "logs"))))
+		noRealNode(fmt.Sprintf("it did not start (%s; logs in %s)", oneLine(st.NoRealNode), display(c, c.path("real-node", "logs"))))
 		withNode = false
 	}
 	fmt.Printf("    (up in %.1fs)\n", time.Since(began).Seconds())

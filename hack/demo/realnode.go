@@ -213,19 +213,6 @@ func removeLeftCgroups(c config) {
 	}
 }
 
-// diagnose names a known cause in the real node's logs of its failure to
-// start, or says nothing.
-func diagnose(c config) string {
-	logs, _ := filepath.Glob(c.path("real-node", "logs", "*.log"))
-	for _, l := range logs {
-		data, err := os.ReadFile(l)
-		if err == nil && strings.Contains(string(data), "inotify_init: too many open files") {
-			return ": the machine's inotify instances are used up (fs.inotify.max_user_instances)"
-		}
-	}
-	return ""
-}
-
 // realNode is the running real node and its sshd.
 type realNode struct {
 	node *localcluster.RealNode

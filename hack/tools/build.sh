@@ -16,6 +16,10 @@ out=${K8S_BIN_DIR:-$root/bin/k8s}
 k8s_version=v1.37.2
 k8s_ldflags="-s -w -X k8s.io/component-base/version.gitVersion=${k8s_version} -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37 -X k8s.io/component-base/version.gitTreeState=clean"
 
+# The tools keep Go's default cgo setting whatever the caller's (opm links
+# sqlite through cgo); -trimpath is passed below.
+unset CGO_ENABLED GOFLAGS
+
 mkdir -p "$out"
 
 # sum DIR: the checksum of a tools module, kept in each binary's stamp.
@@ -66,7 +70,7 @@ k8s=()
 for name in "$@"; do
 	case $name in
 	kube-apiserver | kube-controller-manager | kube-scheduler | kubectl | kubelet | kube-proxy) k8s+=("$name") ;;
-	etcd | kwok | olm | catalog | opm | validate-krew-manifest) ;;
+	etcd | kwok | olm | catalog | opm | validate-krew-manifest | promtool) ;;
 	*)
 		echo "build.sh: unknown binary $name" >&2
 		exit 2
@@ -82,5 +86,7 @@ for name in "$@"; do
 	validate-krew-manifest) build validate-krew-manifest "$here/krew" sigs.k8s.io/krew/cmd/validate-krew-manifest -ldflags "-s -w" ;;
 	olm | catalog) build "$name" "$here/olm" "github.com/operator-framework/operator-lifecycle-manager/cmd/$name" -ldflags "-s -w" ;;
 	opm) build opm "$here/opm" github.com/operator-framework/operator-registry/cmd/opm -tags=json1,containers_image_openpgp -ldflags "-s -w" ;;
+	# remove_all_sd: without the cloud service discoveries, which promtool test rules never uses (half the build).
+	promtool) build promtool "$here/promtool" github.com/prometheus/prometheus/cmd/promtool -tags=remove_all_sd -ldflags "-s -w" ;;
 	esac
 done

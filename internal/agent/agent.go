@@ -74,6 +74,16 @@ type Config struct {
 	// version and host keys the agent probes at start and every Resync and
 	// reports; empty: not probed.
 	SSHDAddress string
+	// SSHDLogs are the host paths of the syslog files where the node's sshd
+	// logs (under HostRoot): the agent follows them and reports the key
+	// logins it reads; empty: logins are not tracked.
+	SSHDLogs []string
+	// EndSessions ends the sshd sessions that logged in with a key when no
+	// grant gives that key to the account any more. It needs SSHDLogs, and
+	// the host's PID namespace to verify and signal sessions.
+	EndSessions bool
+	// ProcRoot is the /proc that shows the node's processes; "/proc" when empty.
+	ProcRoot string
 	// OnWrite, when set, is called after each write that changed an
 	// account's file, with the bytes written (benchmarks time propagation
 	// by it, at the moment the file changes, without polling).
@@ -97,6 +107,7 @@ type Agent struct {
 	writer *nodewriter.Writer
 	files  *fileWatcher
 	sshd   *sshdProbe
+	logins *loginTracker
 	now    func() time.Time
 
 	// held maps an account to the grants its file held, with their key
@@ -136,8 +147,16 @@ func newAgent(cfg Config, src source, api *apiClient) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	procRoot := cfg.ProcRoot
+	if procRoot == "" {
+		procRoot = "/proc"
+	}
+	logins, err := newLoginTracker(cfg.HostRoot, cfg.SSHDLogs, procRoot, cfg.EndSessions)
+	if err != nil {
+		return nil, err
+	}
 	return &Agent{
-		cfg: cfg, src: src, api: api, writer: w, files: files, sshd: sshd, now: time.Now,
+		cfg: cfg, src: src, api: api, writer: w, files: files, sshd: sshd, logins: logins, now: time.Now,
 		held: map[string]map[authorizedkeys.Owner]int{}, unattributed: map[authorizedkeys.Owner]bool{},
 	}, nil
 }
@@ -190,6 +209,7 @@ func (a *Agent) Sync(ctx context.Context) (time.Duration, error) {
 	}
 	sshdExpiry := a.sshd.understandsUTCExpiry()
 	plan := desiredstate.ForNode(node.Labels, rendered, now, desiredstate.Options{SSHDExpiry: sshdExpiry})
+	a.logins.update(plan)
 
 	names, scan := a.accountsToVisit(ctx, plan, now)
 	uids := a.knownUIDs(plan)
@@ -205,9 +225,11 @@ func (a *Agent) Sync(ctx context.Context) (time.Duration, error) {
 		}
 	}
 	a.resolveUnattributed(results, scan)
+	a.logins.endRevoked(ctx)
 
 	report := buildReport(plan, results, a.unattributedList())
 	report.SSHD = a.sshd.status()
+	report.Logins, report.LoginTracking = a.logins.status()
 	report.ExpiryEnforcedBy = nav1.ExpiryByAgent
 	if sshdExpiry {
 		report.ExpiryEnforcedBy = nav1.ExpiryBySSHDAndAgent
@@ -233,6 +255,7 @@ func (a *Agent) seed(ctx context.Context) error {
 		return fmt.Errorf("reading the node's earlier report: %w", err)
 	}
 	if prev != nil {
+		a.logins.seed(&prev.Status)
 		for _, g := range prev.Status.Grants {
 			if g.Keys == 0 && g.Applied {
 				continue // proven: applied with no key, nothing to remember

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -95,7 +96,7 @@ func TestRevocationIsReportedOnlyWhenProven(t *testing.T) {
 			},
 			func(t *testing.T, h *testenv.Host) {
 				content := h.Read("alice")
-				must(t, os.WriteFile(h.KeysFile("alice"), []byte(content[:strings.Index(content, "# padding")]), 0o600))
+				replaceFile(t, h.KeysFile("alice"), []byte(content[:strings.Index(content, "# padding")]))
 			}},
 		{"file owner changed",
 			func(t *testing.T, h *testenv.Host) { must(t, os.Chown(h.KeysFile("alice"), 1002, 1002)) },
@@ -256,7 +257,9 @@ func TestFileAtTheSizeLimitStillRevokes(t *testing.T) {
 	// The user's own lines take the file to a few hundred bytes under the limit.
 	content := h.Read("alice")
 	pad := 8<<20 - len(content) - 300
-	must(t, os.WriteFile(h.KeysFile("alice"), []byte(content+strings.Repeat("#", pad-1)+"\n"), 0o600))
+	// Saved as an editor saves, by rename: a write in place (truncate, then
+	// write) seen by a pass between the two would read as an empty file.
+	replaceFile(t, h.KeysFile("alice"), []byte(content+strings.Repeat("#", pad-1)+"\n"))
 	big := nav1.RenderedKey{Type: "ssh-rsa", Data: strings.Repeat("QUFBQ", 200) + "A", Comment: "big"}
 	grown := grant("size-new", pool, nav1.RenderedUser{Name: "alice", Keys: []nav1.RenderedKey{big}})
 	t.Cleanup(func() { remove(t, grown.Name) })
@@ -277,4 +280,17 @@ func TestFileAtTheSizeLimitStillRevokes(t *testing.T) {
 	if len(h.Read("alice")) > 8<<20 {
 		t.Fatal("the file grew past the limit")
 	}
+}
+
+// replaceFile replaces path with content by rename, keeping its owner and
+// mode, as an editor saving the file does.
+func replaceFile(t *testing.T, path string, content []byte) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	must(t, err)
+	tmp := path + ".saving"
+	must(t, os.WriteFile(tmp, content, fi.Mode().Perm()))
+	st := fi.Sys().(*syscall.Stat_t)
+	must(t, os.Chown(tmp, int(st.Uid), int(st.Gid)))
+	must(t, os.Rename(tmp, path))
 }

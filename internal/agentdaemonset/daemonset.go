@@ -5,6 +5,8 @@ package agentdaemonset
 
 import (
 	"fmt"
+	"path"
+	"slices"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -43,6 +45,60 @@ type Options struct {
 	HomeRoots []string
 	// AllowRoot lets the agents write keys for uid 0 and mounts /root.
 	AllowRoot bool
+	// TrackLogins makes the agents follow the node's sshd logs and report
+	// key logins: the directories of SSHDLogs are mounted read-only.
+	TrackLogins bool
+	// SSHDLogs are the host paths of the syslog files where sshd logs;
+	// empty means DefaultSSHDLogs.
+	SSHDLogs []string
+	// EndSessions makes the agents end the sshd sessions whose key was
+	// revoked (it implies TrackLogins): the pod shares the host's PID
+	// namespace, to verify and signal sshd's session processes.
+	EndSessions bool
+	// RestartInPlace makes the agent's clean exit (the host replaced
+	// /etc/passwd) restart the pod's containers in place, which the
+	// kubelet's crash-loop back-off does not delay. The scheduler then
+	// places agent pods only on nodes whose kubelet declares the feature
+	// (Kubernetes 1.36 and later): set it only when every node has one.
+	RestartInPlace bool
+}
+
+// DefaultSSHDLogs are where sshd logs through syslog on Debian and Ubuntu
+// (auth.log) and on Red Hat's family (secure).
+var DefaultSSHDLogs = []string{"/var/log/auth.log", "/var/log/secure"}
+
+// CheckSSHDLog refuses a log path whose directory the agents could not be
+// given read-only without exposing more of the host than its logs: it
+// must be a clean absolute path of a file under /var/log.
+func CheckSSHDLog(p string) error {
+	if !path.IsAbs(p) || path.Clean(p) != p || !strings.HasPrefix(path.Dir(p)+"/", "/var/log/") {
+		return fmt.Errorf("sshd log %q is not a clean absolute path of a file under /var/log", p)
+	}
+	return nil
+}
+
+// sshdLogs returns the log files when logins are tracked, nil otherwise.
+func (o Options) sshdLogs() []string {
+	if !o.TrackLogins && !o.EndSessions {
+		return nil
+	}
+	if len(o.SSHDLogs) == 0 {
+		return DefaultSSHDLogs
+	}
+	return o.SSHDLogs
+}
+
+// logDirs are the directories of the log files, each mounted read-only:
+// a file's own mount would keep the file renamed away at its first
+// rotation, and never see the new one.
+func (o Options) logDirs() []string {
+	var dirs []string
+	for _, f := range o.sshdLogs() {
+		if d := path.Dir(f); !slices.Contains(dirs, d) {
+			dirs = append(dirs, d)
+		}
+	}
+	return dirs
 }
 
 // homeRoots returns the home roots, /home when none is set.
@@ -94,7 +150,35 @@ func DaemonSet(o Options) *appsv1.DaemonSet {
 		mounts = append(mounts, corev1.VolumeMount{Name: name, MountPath: HostRoot + root})
 		volumes = append(volumes, hostPath(name, root, corev1.HostPathDirectory))
 	}
-	return &appsv1.DaemonSet{
+	for i, dir := range o.logDirs() {
+		name := fmt.Sprintf("sshd-logs-%d", i)
+		mounts = append(mounts, corev1.VolumeMount{Name: name, MountPath: HostRoot + dir, ReadOnly: true})
+		// DirectoryOrCreate would write to the host; a node without the
+		// directory fails the pod, which names it.
+		volumes = append(volumes, hostPath(name, dir, corev1.HostPathDirectory))
+	}
+	securityContext := &corev1.SecurityContext{
+		// Root, to write files owned by each user, but with only
+		// the capabilities that takes: no privileged, no escalation.
+		RunAsUser:                ptr.To[int64](0),
+		RunAsNonRoot:             ptr.To(false),
+		Privileged:               ptr.To(false),
+		AllowPrivilegeEscalation: ptr.To(false),
+		ReadOnlyRootFilesystem:   ptr.To(true),
+		Capabilities: &corev1.Capabilities{
+			Drop: []corev1.Capability{"ALL"},
+			Add:  []corev1.Capability{"CHOWN", "DAC_OVERRIDE", "FOWNER"},
+		},
+	}
+	if o.EndSessions {
+		// Signalling sshd's root-owned session monitor from root needs no
+		// capability (kill(2) between processes of one uid), but the
+		// container runtimes' default AppArmor profile refuses signals to
+		// processes outside the container; on nodes without AppArmor this
+		// changes nothing.
+		securityContext.AppArmorProfile = &corev1.AppArmorProfile{Type: corev1.AppArmorProfileTypeUnconfined}
+	}
+	ds := &appsv1.DaemonSet{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "DaemonSet"},
 		ObjectMeta: metav1.ObjectMeta{Name: Name, Namespace: o.Namespace, Labels: Labels()},
 		Spec: appsv1.DaemonSetSpec{
@@ -109,9 +193,12 @@ func DaemonSet(o Options) *appsv1.DaemonSet {
 					Annotations: map[string]string{"kubectl.kubernetes.io/default-container": ContainerName},
 				},
 				Spec: corev1.PodSpec{
-					ServiceAccountName:            ServiceAccountName,
-					AutomountServiceAccountToken:  ptr.To(true),
-					PriorityClassName:             "system-node-critical",
+					ServiceAccountName:           ServiceAccountName,
+					AutomountServiceAccountToken: ptr.To(true),
+					PriorityClassName:            "system-node-critical",
+					// The node's processes, to verify and end sshd sessions: only
+					// when sessions are ended on revoke.
+					HostPID:                       o.EndSessions,
 					TerminationGracePeriodSeconds: ptr.To[int64](10),
 					NodeSelector:                  map[string]string{corev1.LabelOSStable: "linux"},
 					// Reach every node, tainted or not: access to a sick node matters most.
@@ -129,19 +216,7 @@ func DaemonSet(o Options) *appsv1.DaemonSet {
 							{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
 							{Name: "HOST_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}},
 						},
-						SecurityContext: &corev1.SecurityContext{
-							// Root, to write files owned by each user, but with only
-							// the capabilities that takes: no privileged, no escalation.
-							RunAsUser:                ptr.To[int64](0),
-							RunAsNonRoot:             ptr.To(false),
-							Privileged:               ptr.To(false),
-							AllowPrivilegeEscalation: ptr.To(false),
-							ReadOnlyRootFilesystem:   ptr.To(true),
-							Capabilities: &corev1.Capabilities{
-								Drop: []corev1.Capability{"ALL"},
-								Add:  []corev1.Capability{"CHOWN", "DAC_OVERRIDE", "FOWNER"},
-							},
-						},
+						SecurityContext: securityContext,
 						Resources: corev1.ResourceRequirements{
 							Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("5m"), corev1.ResourceMemory: resource.MustParse("24Mi")},
 							Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("200m"), corev1.ResourceMemory: resource.MustParse("96Mi")},
@@ -162,6 +237,27 @@ func DaemonSet(o Options) *appsv1.DaemonSet {
 			},
 		},
 	}
+	if o.RestartInPlace {
+		// The agent exits 0 only to be started again: when the host
+		// replaced /etc/passwd (a single-file mount keeps the old inode),
+		// or when the kubelet stopped it. A plain restart of an exited
+		// container waits out the kubelet's crash-loop back-off, whatever
+		// the exit code: none for the first exit, then 10 s for an exit
+		// within 10 minutes of the last restart, doubling up to 5 minutes;
+		// so a second account added soon after a first would wait.
+		// Restarting the pod's containers in place removes the exited
+		// container and starts a fresh one, with the new file, at once.
+		// Other exit codes are crashes and keep the back-off.
+		c := &ds.Spec.Template.Spec.Containers[0]
+		c.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
+		c.RestartPolicyRules = []corev1.ContainerRestartRule{{
+			Action: corev1.ContainerRestartRuleActionRestartAllContainers,
+			ExitCodes: &corev1.ContainerRestartRuleOnExitCodes{
+				Operator: corev1.ContainerRestartRuleOnExitCodesOpIn, Values: []int32{0},
+			},
+		}}
+	}
+	return ds
 }
 
 // args are the agent's command-line flags.
@@ -176,6 +272,12 @@ func args(o Options) []string {
 	}
 	if o.AllowRoot {
 		a = append(a, "--allow-root-user")
+	}
+	if logs := o.sshdLogs(); len(logs) > 0 {
+		a = append(a, "--sshd-logs="+strings.Join(logs, ","))
+	}
+	if o.EndSessions {
+		a = append(a, "--end-sessions-on-revoke")
 	}
 	return a
 }

@@ -2,6 +2,7 @@ package agentdaemonset
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -117,5 +118,94 @@ func TestHomeRootsAndRoot(t *testing.T) {
 	got, args = mountsOf(Options{AllowRoot: true})
 	if got[HostRoot+"/root"] != "/root" || !slices.Contains(args, "--allow-root-user") || !slices.Contains(args, "--home-roots=/home") {
 		t.Errorf("with root allowed: mounts %v, args %v", got, args)
+	}
+}
+
+// Login tracking adds the log directories, read-only, and the flags;
+// ending sessions adds the host's PID namespace (and leaves the runtime's
+// AppArmor profile, which refuses signals out of the container). Nothing
+// of it without the options, and never a capability more.
+func TestLoginTrackingAndEndingSessions(t *testing.T) {
+	cases := []struct {
+		name     string
+		opts     Options
+		logDirs  []string
+		logsArg  string
+		hostPID  bool
+		unconfin bool
+	}{
+		{name: "off", opts: Options{}},
+		{name: "tracking", opts: Options{TrackLogins: true}, logDirs: []string{"/var/log"},
+			logsArg: "--sshd-logs=/var/log/auth.log,/var/log/secure"},
+		{name: "tracking a dedicated directory", opts: Options{TrackLogins: true, SSHDLogs: []string{"/var/log/sshd/auth.log", "/var/log/sshd/old.log"}},
+			logDirs: []string{"/var/log/sshd"}, logsArg: "--sshd-logs=/var/log/sshd/auth.log,/var/log/sshd/old.log"},
+		{name: "ending sessions implies tracking", opts: Options{EndSessions: true}, logDirs: []string{"/var/log"},
+			logsArg: "--sshd-logs=/var/log/auth.log,/var/log/secure", hostPID: true, unconfin: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ds := DaemonSet(tc.opts)
+			pod := ds.Spec.Template.Spec
+			c := pod.Containers[0]
+			if pod.HostPID != tc.hostPID || pod.HostNetwork || pod.HostIPC {
+				t.Errorf("hostPID %v hostNetwork %v hostIPC %v, want hostPID %v only", pod.HostPID, pod.HostNetwork, pod.HostIPC, tc.hostPID)
+			}
+			if !slices.Equal(c.SecurityContext.Capabilities.Add, []corev1.Capability{"CHOWN", "DAC_OVERRIDE", "FOWNER"}) {
+				t.Errorf("capabilities %v", c.SecurityContext.Capabilities.Add)
+			}
+			if got := c.SecurityContext.AppArmorProfile != nil && c.SecurityContext.AppArmorProfile.Type == corev1.AppArmorProfileTypeUnconfined; got != tc.unconfin {
+				t.Errorf("AppArmor unconfined %v, want %v", got, tc.unconfin)
+			}
+			vols := map[string]string{}
+			for _, v := range pod.Volumes {
+				vols[v.Name] = v.HostPath.Path
+			}
+			var dirs []string
+			for _, m := range c.VolumeMounts {
+				if strings.HasPrefix(m.Name, "sshd-logs") {
+					dirs = append(dirs, vols[m.Name])
+					if !m.ReadOnly || m.MountPath != HostRoot+vols[m.Name] {
+						t.Errorf("log mount %+v must be read-only at %s", m, HostRoot+vols[m.Name])
+					}
+				} else if m.Name != "passwd" && m.Name != "home" {
+					t.Errorf("unexpected mount %+v", m)
+				}
+			}
+			if !slices.Equal(dirs, tc.logDirs) {
+				t.Errorf("log directories %v, want %v", dirs, tc.logDirs)
+			}
+			var logsArg string
+			for _, a := range c.Args {
+				if strings.HasPrefix(a, "--sshd-logs=") {
+					logsArg = a
+				}
+			}
+			if logsArg != tc.logsArg || slices.Contains(c.Args, "--end-sessions-on-revoke") != tc.hostPID {
+				t.Errorf("args %v", c.Args)
+			}
+		})
+	}
+}
+
+// With RestartInPlace, the agent's clean exit (its /etc/passwd was
+// replaced) restarts the pod's containers in place, without the kubelet's
+// crash-loop back-off; any other exit code is a crash and keeps the
+// back-off. Without it the pod has no restart rule, which would keep
+// agent pods off nodes whose kubelet does not declare the feature.
+func TestCleanExitRestartsInPlaceOnlyWhenAsked(t *testing.T) {
+	if c := DaemonSet(Options{}).Spec.Template.Spec.Containers[0]; c.RestartPolicy != nil || len(c.RestartPolicyRules) > 0 {
+		t.Fatalf("restart policy %v, rules %+v without RestartInPlace", c.RestartPolicy, c.RestartPolicyRules)
+	}
+	c := DaemonSet(Options{RestartInPlace: true}).Spec.Template.Spec.Containers[0]
+	if c.RestartPolicy == nil || *c.RestartPolicy != corev1.ContainerRestartPolicyAlways {
+		t.Fatalf("container restart policy %v, want Always", c.RestartPolicy)
+	}
+	if len(c.RestartPolicyRules) != 1 {
+		t.Fatalf("restart rules %+v, want one", c.RestartPolicyRules)
+	}
+	r := c.RestartPolicyRules[0]
+	if r.Action != corev1.ContainerRestartRuleActionRestartAllContainers || r.ExitCodes == nil ||
+		r.ExitCodes.Operator != corev1.ContainerRestartRuleOnExitCodesOpIn || !slices.Equal(r.ExitCodes.Values, []int32{0}) {
+		t.Errorf("restart rule %+v, want RestartAllContainers on exit code 0 only", r)
 	}
 }

@@ -214,7 +214,8 @@ func TestSelectedNodes(t *testing.T) {
 }
 
 // With an sshd that understands it, every expiring line carries
-// expiry-time in UTC, at the earlier of the key's and the grant's expiry.
+// expiry-time in UTC, naming the last second before the earlier of the
+// key's and the grant's expiry (sshd refuses once that second has passed).
 func TestExpiryTimeOption(t *testing.T) {
 	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
 	at := func(d time.Duration) *metav1.Time {
@@ -237,10 +238,10 @@ func TestExpiryTimeOption(t *testing.T) {
 		return got
 	}
 	got := options(Options{SSHDExpiry: true})
-	if want := `no-pty,expiry-time="20300101130030Z"`; got["KEARLY"] != want {
+	if want := `no-pty,expiry-time="20300101130029Z"`; got["KEARLY"] != want {
 		t.Errorf("the key's own expiry: %q, want %q", got["KEARLY"], want)
 	}
-	if want := `expiry-time="20300101140000Z"`; got["KGRANT"] != want {
+	if want := `expiry-time="20300101135959Z"`; got["KGRANT"] != want {
 		t.Errorf("the grant's expiry: %q, want %q", got["KGRANT"], want)
 	}
 	grant.Spec.ExpiresAt = nil
@@ -249,5 +250,24 @@ func TestExpiryTimeOption(t *testing.T) {
 	}
 	if got := options(Options{}); got["KEARLY"] != "no-pty" {
 		t.Errorf("without an sshd that understands it: %q", got["KEARLY"])
+	}
+}
+
+// sshd refuses a key once the second its expiry-time names has passed, so
+// the option names the second before the instant, whatever its fraction
+// and zone: never a moment of access after the instant.
+func TestExpiryOptionEndsAtTheInstant(t *testing.T) {
+	for _, tc := range []struct {
+		at   time.Time
+		want string
+	}{
+		{time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC), `expiry-time="20300101115959Z"`},
+		{time.Date(2030, 1, 1, 12, 0, 0, 999_999_999, time.UTC), `expiry-time="20300101115959Z"`},
+		{time.Date(2030, 1, 1, 13, 0, 1, 0, time.FixedZone("CET", 3600)), `expiry-time="20300101120000Z"`},
+		{time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC), `expiry-time="20291231235959Z"`},
+	} {
+		if got := ExpiryOption(tc.at); got != tc.want {
+			t.Errorf("ExpiryOption(%s) = %s, want %s", tc.at, got, tc.want)
+		}
 	}
 }

@@ -133,9 +133,15 @@ func grantSections(r *nav1.RenderedNodeAccess, node labels.Set, now time.Time, o
 	return sections, nil
 }
 
-// ExpiryOption is the expiry-time option for an instant, in UTC to the second.
+// ExpiryOption is the expiry-time option that ends a key at an instant. sshd
+// compares the option with the current time in whole seconds and refuses
+// only once the second it names has passed (valid_before < now), so the
+// option names the last whole second before the instant: sshd refuses from
+// the instant's second on, never later than the instant (up to a second
+// early for an instant with a fraction). In UTC.
 func ExpiryOption(at time.Time) string {
-	return `expiry-time="` + at.UTC().Format("20060102150405") + `Z"`
+	last := at.UTC().Truncate(time.Second).Add(-time.Second)
+	return `expiry-time="` + last.Format("20060102150405") + `Z"`
 }
 
 func joinOptions(a, b string) string {

@@ -120,7 +120,10 @@ func mountFileSystems(opts PrivateOptions) error {
 	}
 	// Keep: bind what must stay visible aside before its parent is replaced.
 	targets := []mountTarget{{Path: "/etc", Source: filepath.Join(dir, "etc")}, {Path: "/run"}}
-	for _, d := range replacedDirs {
+	for _, d := range append(append([]string(nil), replacedDirs...), opts.Dirs...) {
+		if d = filepath.Clean(d); !filepath.IsAbs(d) || d == "/" || d == "/etc" || d == "/run" || strings.HasPrefix(d, "/proc") || strings.HasPrefix(d, "/sys") || strings.HasPrefix(d, "/dev") {
+			return fmt.Errorf("refusing to replace %q in the private namespaces", d)
+		}
 		targets = append(targets, mountTarget{Path: d, Source: filepath.Join(dir, strings.TrimPrefix(d, "/"))})
 	}
 	kept, err := stageKept(dir, opts.Keep, targets)

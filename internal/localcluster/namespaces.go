@@ -40,6 +40,10 @@ type PrivateOptions struct {
 	Dir string
 	// Accounts are added to the copy of /etc.
 	Accounts []Account
+	// Dirs are more machine directories replaced, like /home, by empty
+	// directories of the namespaces' own (more home roots, say /var/home);
+	// one missing on the machine is made in an overlay of its parent.
+	Dirs []string
 	// Keep are paths that stay visible as they are on the machine although
 	// a directory above them is replaced (the repository, Go's caches when
 	// they live under /root or /home). RunInPrivateNamespaces adds the

@@ -102,6 +102,9 @@ func (c *Cluster) AddRealNode(ctx context.Context, opts RealNodeOptions) (_ *Rea
 	if err := checkNodePrograms(opts.BinDir); err != nil {
 		return nil, err
 	}
+	if err := checkInotify(); err != nil {
+		return nil, err
+	}
 	clientset, err := kubernetes.NewForConfig(c.Config)
 	if err != nil {
 		return nil, err
@@ -181,6 +184,32 @@ func checkNodePrograms(binDir string) error {
 		if _, err := os.Stat(filepath.Join(binDir, b)); err != nil {
 			return fmt.Errorf("%s is not built (make k8s-bin): %w", b, err)
 		}
+	}
+	return nil
+}
+
+// inotifyNeeded is how many inotify instances the node's programs take
+// at start (the kubelet's cAdvisor and file watchers, containerd's CNI
+// watch), with a margin.
+const inotifyNeeded = 8
+
+// checkInotify makes sure the user may still open the inotify instances
+// the kubelet needs: the limit (fs.inotify.max_user_instances, 128 by
+// default) counts every process of the user on the machine, and a kubelet
+// that gets none exits at once ("inotify_init: too many open files").
+func checkInotify() error {
+	var fds []int
+	defer func() {
+		for _, fd := range fds {
+			_ = syscall.Close(fd)
+		}
+	}()
+	for range inotifyNeeded {
+		fd, err := syscall.InotifyInit1(syscall.IN_CLOEXEC)
+		if err != nil {
+			return fmt.Errorf("a real node needs %d inotify instances and only %d are free for this user (fs.inotify.max_user_instances counts every process of the machine): %w", inotifyNeeded, len(fds), err)
+		}
+		fds = append(fds, fd)
 	}
 	return nil
 }
@@ -672,7 +701,9 @@ func (n *RealNode) deleteNewLinks() error {
 	var failed []string
 	for _, l := range now {
 		if !slices.Contains(n.baseLinks, l) {
-			if err := ipCommand("link", "del", l); err != nil {
+			if err := ipCommand("link", "del", l); err != nil && linkExists(l) {
+				// A pod's veth goes by itself when its network namespace
+				// does; only one still there is a failure.
 				failed = append(failed, l)
 			}
 		}
@@ -681,6 +712,12 @@ func (n *RealNode) deleteNewLinks() error {
 		return fmt.Errorf("could not delete links %s", strings.Join(failed, ", "))
 	}
 	return nil
+}
+
+// linkExists says whether a network link of that name exists now.
+func linkExists(name string) bool {
+	_, err := net.InterfaceByName(name)
+	return err == nil
 }
 
 // mountLine is one line of /proc/self/mountinfo.

@@ -37,6 +37,9 @@ type SSHDOptions struct {
 	// Address and Port are where sshd listens (the node IP, port 22 when 0).
 	Address string
 	Port    int
+	// RootKeyLogins lets root log in with a key (PermitRootLogin
+	// prohibit-password); by default root may not log in at all.
+	RootKeyLogins bool
 }
 
 // SSHD is Debian's OpenSSH server running as a node's sshd would, inside
@@ -85,6 +88,10 @@ func StartSSHD(ctx context.Context, opts SSHDOptions) (_ *SSHD, err error) {
 	if err != nil {
 		return nil, err
 	}
+	permitRoot := "no"
+	if opts.RootKeyLogins {
+		permitRoot = "prohibit-password"
+	}
 	host := opts.Address
 	if opts.Port != 22 {
 		host = "[" + opts.Address + "]:" + strconv.Itoa(opts.Port)
@@ -109,7 +116,7 @@ PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 AuthorizedKeysFile .ssh/authorized_keys
-PermitRootLogin no
+PermitRootLogin ` + permitRoot + `
 SyslogFacility AUTH
 LogLevel VERBOSE
 UseDNS no

@@ -26,8 +26,13 @@ type SSHD struct {
 	// Dir holds its configuration, host keys and log.
 	Dir string
 
+	// LogDir, with Syslog, is the directory standing for the node's
+	// /var/log, where rsyslogd writes auth.log.
+	LogDir string
+
 	keyTypes []string
 	hostRoot string
+	syslog   bool
 	cmd      *exec.Cmd
 	exited   chan struct{}
 }
@@ -40,6 +45,11 @@ type SSHDOptions struct {
 	// HostRoot, when set, is a host root made by NewHost whose accounts may
 	// log in with the keys of their .ssh/authorized_keys.
 	HostRoot string
+	// Syslog makes sshd log as a node's sshd does: through syslog(3) to a
+	// private rsyslogd (Debian's rsyslog), which writes the auth facility
+	// into auth.log of LogDir: the host root's var/log, or a directory of
+	// the test without a host root. Without it sshd logs to its own stderr.
+	Syslog bool
 }
 
 // EnsureSSH installs openssh-server and openssh-client with the project's
@@ -66,7 +76,15 @@ func StartSSHD(t testing.TB, opts SSHDOptions) *SSHD {
 	if len(opts.HostKeyTypes) == 0 {
 		opts.HostKeyTypes = []string{"ed25519"}
 	}
-	s := &SSHD{Dir: t.TempDir(), keyTypes: opts.HostKeyTypes, hostRoot: opts.HostRoot}
+	s := &SSHD{Dir: t.TempDir(), keyTypes: opts.HostKeyTypes, hostRoot: opts.HostRoot, syslog: opts.Syslog}
+	if opts.Syslog {
+		EnsureRsyslog(t)
+		s.LogDir = filepath.Join(s.Dir, "log")
+		if opts.HostRoot != "" {
+			s.LogDir = filepath.Join(opts.HostRoot, "var", "log")
+		}
+		check(t, os.MkdirAll(s.LogDir, 0o755))
+	}
 	s.generateHostKeys(t)
 	if opts.HostRoot != "" {
 		s.writeAccounts(t)
@@ -118,11 +136,62 @@ func (s *SSHD) ReplaceHostKeys(t testing.TB) {
 	}
 }
 
-// Log returns what sshd logged so far.
+// Log returns what sshd logged so far (with Syslog: what it wrote to
+// stderr, then auth.log).
 func (s *SSHD) Log() string {
 	data, _ := os.ReadFile(filepath.Join(s.Dir, "sshd.log"))
+	if s.syslog {
+		auth, _ := os.ReadFile(s.AuthLog())
+		data = append(data, auth...)
+	}
 	return string(data)
 }
+
+// AuthLog is the path of the auth.log rsyslogd writes, with Syslog.
+func (s *SSHD) AuthLog() string { return filepath.Join(s.LogDir, "auth.log") }
+
+// EnsureRsyslog installs Debian's rsyslog with the project's
+// hack/node-packages.sh when rsyslogd is missing.
+func EnsureRsyslog(t testing.TB) {
+	t.Helper()
+	if _, err := os.Stat("/usr/sbin/rsyslogd"); err == nil {
+		return
+	}
+	cmd := exec.Command(filepath.Join(RepoRoot(), "hack", "node-packages.sh"), "rsyslog")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("installing rsyslog: %v\n%s", err, out)
+	}
+}
+
+// ReopenLogs tells rsyslogd to reopen its files, as logrotate's
+// postrotate does after renaming them.
+func (s *SSHD) ReopenLogs(t testing.TB) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(s.Dir, "rsyslogd.pid"))
+	check(t, err)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	check(t, err)
+	check(t, syscall.Kill(pid, syscall.SIGHUP))
+}
+
+// Syslog sends one message to sshd's syslog daemon, with the tag given
+// (for example "sshd[1234]"), as a process of uid would with logger(1):
+// how a local user forges a line.
+func (s *SSHD) Syslog(t testing.TB, uid int, tag, message string) {
+	t.Helper()
+	if s.cmd == nil || !s.syslog {
+		t.Fatal("sshd does not run with Syslog")
+	}
+	id := strconv.Itoa(uid)
+	out, err := exec.Command("nsenter", "--target", strconv.Itoa(s.cmd.Process.Pid), "--mount",
+		"setpriv", "--reuid="+id, "--regid="+id, "--clear-groups", "logger", "--id=0", "-p", "auth.info", "-t", tag, message).CombinedOutput()
+	if err != nil {
+		t.Fatalf("logger: %v\n%s", err, out)
+	}
+}
+
+// PID is sshd's listener process: session processes are its children.
+func (s *SSHD) PID() int { return s.cmd.Process.Pid }
 
 // Stop stops sshd and every session process it started, and waits for them.
 func (s *SSHD) Stop() {
@@ -197,13 +266,20 @@ func (s *SSHD) start() error {
 	// Inside the namespace only: an empty /run (with sshd's privilege
 	// separation directory) and /var/log, and the host root's accounts.
 	script := "mount -t tmpfs -o mode=755 tmpfs /run\nmkdir -m 755 /run/sshd\nmount -t tmpfs -o mode=755 tmpfs /var/log\n"
+	if s.syslog {
+		script += s.syslogScript()
+	}
 	if s.hostRoot != "" {
 		for _, f := range []string{"passwd", "group", "shadow"} {
 			script += fmt.Sprintf("mount --bind %q /etc/%s\n", filepath.Join(s.Dir, f), f)
 		}
 		script += fmt.Sprintf("mount --bind %q /home\n", filepath.Join(s.hostRoot, "home"))
 	}
-	script += fmt.Sprintf("exec /usr/sbin/sshd -D -e -f %q\n", conf)
+	logTo := "-e " // sshd's own stderr
+	if s.syslog {
+		logTo = ""
+	}
+	script += fmt.Sprintf("exec /usr/sbin/sshd -D %s-f %q\n", logTo, conf)
 	logFile, err := os.OpenFile(filepath.Join(s.Dir, "sshd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("opening sshd log: %w", err)
@@ -237,6 +313,30 @@ func (s *SSHD) start() error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// syslogScript starts rsyslogd inside sshd's mount namespace: /dev is a
+// private tmpfs holding the few devices sshd needs and the /dev/log socket
+// rsyslogd listens on, and /var/log is LogDir. It writes the auth facility
+// as Debian's rsyslog does (traditional format, file mode 0640).
+func (s *SSHD) syslogScript() string {
+	conf := filepath.Join(s.Dir, "rsyslog.conf")
+	cfg := `global(workDirectory="/run")
+module(load="imuxsock" SysSock.Name="/dev/log" SysSock.RateLimit.Interval="0")
+module(load="builtin:omfile" fileCreateMode="0640" template="RSYSLOG_TraditionalFileFormat")
+auth,authpriv.* action(type="omfile" file="/var/log/auth.log")
+`
+	if err := os.WriteFile(conf, []byte(cfg), 0o600); err != nil {
+		panic(err) // the test's own directory
+	}
+	script := "mkdir /run/hostdev\nmount --bind /dev /run/hostdev\nmount -t tmpfs -o mode=755 tmpfs /dev\n" +
+		"for d in null zero full random urandom tty; do touch /dev/$d; mount --bind /run/hostdev/$d /dev/$d; done\n" +
+		// Terminals from a devpts of the namespace's own.
+		"mkdir /dev/pts\nmount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts /dev/pts\nln -s pts/ptmx /dev/ptmx\n"
+	script += fmt.Sprintf("mount --bind %q /var/log\n", s.LogDir)
+	script += fmt.Sprintf("rm -f %q\n/usr/sbin/rsyslogd -n -f %q -i %q &\n", filepath.Join(s.Dir, "rsyslogd.pid"), conf, filepath.Join(s.Dir, "rsyslogd.pid"))
+	script += "n=0; while [ ! -S /dev/log ]; do n=$((n+1)); [ $n -lt 400 ] || { echo rsyslogd did not start >&2; exit 1; }; sleep 0.05; done\n"
+	return script
 }
 
 // sayHello reads an SSH version string from addr.

@@ -17,10 +17,39 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
-// RepoRoot is the repository's top directory, found from this file's location.
+// modulePath is the project's Go module, named by its go.mod.
+const modulePath = "github.com/nodeaccess/nodeaccess-operator"
+
+// RepoRoot is the repository's top directory: found from this file's
+// location, or (built with -trimpath, which drops it) from the working
+// directory upwards, the directory whose go.mod is the project's. Tests run
+// in their package's directory, programs from the repository's.
 func RepoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
+	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
+		return filepath.Join(filepath.Dir(file), "..", "..")
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		panic(fmt.Sprintf("finding the repository: %v", err))
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if data, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil && moduleOf(data) == modulePath {
+			return d
+		}
+		if filepath.Dir(d) == d {
+			panic(fmt.Sprintf("finding the repository: no go.mod of %s in %s or above", modulePath, dir))
+		}
+	}
+}
+
+// moduleOf is the module path a go.mod declares.
+func moduleOf(gomod []byte) string {
+	for _, line := range strings.Split(string(gomod), "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "module "); ok {
+			return strings.Trim(strings.TrimSpace(rest), `"`)
+		}
+	}
+	return ""
 }
 
 // Env is a running control plane.

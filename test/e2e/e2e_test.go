@@ -28,7 +28,10 @@ import (
 	"github.com/nodeaccess/nodeaccess-operator/internal/testenv"
 )
 
-const timeout = 30 * time.Second
+// timeout bounds every wait for a condition: generous, since `make test`
+// runs this suite beside others on two shared cores, and a wait ends as soon
+// as its condition holds.
+const timeout = 90 * time.Second
 
 type sshKey struct{ line, blob string }
 

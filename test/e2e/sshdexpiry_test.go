@@ -79,7 +79,9 @@ func TestSSHDEnforcesExpiryWithTheAgentFrozen(t *testing.T) {
 	na := nodeAccess("sshd-expiry", map[string]string{"pool": node})
 	na.Spec.Users[0].Keys = []nav1.AuthorizedKey{{Key: public, ExpiresAt: &end}}
 	create(t, na)
-	want := `expiry-time="` + end.UTC().Format("20060102150405") + `Z" `
+	// sshd refuses once the second the option names has passed: the last
+	// second before the instant.
+	want := `expiry-time="` + end.UTC().Add(-time.Second).Format("20060102150405") + `Z" `
 	testenv.Eventually(t, timeout, "the key written with expiry-time", func() error {
 		if !strings.Contains(h.Read("alice"), want) {
 			return fmt.Errorf("file:\n%s", h.Read("alice"))

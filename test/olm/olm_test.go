@@ -136,7 +136,16 @@ func TestInstallThenUpgradeThroughASubscription(t *testing.T) {
 	// (agents keep every file meanwhile). The new one runs as the service
 	// account OLM created for it, with exactly the CSV's permissions.
 	oldManager.Stop(syscall.SIGTERM)
-	manager := startManager(t, filepath.Join(binDir, "manager"), "manager", current, managerKubeconfig(t))
+	manager := startManager(t, filepath.Join(binDir, "manager"), "manager", current, managerKubeconfig(t), "--monitoring-recheck=500ms")
+
+	// This cluster has no Prometheus operator: the bundle installed all the
+	// same, and the new manager installs no alerts, saying so. Once the
+	// Prometheus operator's CRDs appear, it creates them, owned by the
+	// Deployment OLM made; the next upgrade below is then one on a cluster
+	// with those CRDs.
+	managerSaysNotInstalling(t)
+	installPrometheusOperatorCRDs(t)
+	testenv.Eventually(t, timeout, "alerts and ServiceMonitor installed", monitoringOwnedByTheDeployment)
 
 	// Skew: the new manager with the 0.1.0 agents. A revocation they prove,
 	// and a new grant they write.
@@ -209,7 +218,13 @@ func TestInstallThenUpgradeThroughASubscription(t *testing.T) {
 	t.Logf("upgraded to %s in %s once the operator allowed it", next.name, time.Since(start).Round(100*time.Millisecond))
 	installedAsTheCSVSays(t, next.name)
 	must(t, holds(hosts["pool-a-1"], kept.blob)())
+	testenv.Eventually(t, timeout, "alerts and ServiceMonitor kept across the upgrade", monitoringOwnedByTheDeployment)
 	manager.Stop(syscall.SIGTERM)
+
+	// Uninstalling the operator takes the alerts and the ServiceMonitor
+	// with its Deployment.
+	uninstall(t, next.name)
+	testenv.Eventually(t, timeout, "alerts and ServiceMonitor removed with the operator", monitoringGone)
 }
 
 // catalogUpTo writes a copy of the committed catalog that holds releases up
@@ -542,11 +557,12 @@ func ready(name string) func() error {
 
 // startManager runs a manager binary as the operator's Deployment would,
 // as the user of kubeconfig ("" for the cluster's administrator).
-func startManager(t *testing.T, bin, name, csvName, kubeconfig string) *localcluster.Process {
+func startManager(t *testing.T, bin, name, csvName, kubeconfig string, extra ...string) *localcluster.Process {
 	t.Helper()
 	args := []string{bin, "--namespace=" + installNamespace,
 		"--agent-image=example.com/nodeaccess-operator:olm-e2e", "--operator-deployment=" + deployment,
 		"--metrics-bind-address=0", "--health-probe-bind-address=0", "--status-delay=200ms", "--revocation-timeout=10m"}
+	args = append(args, extra...)
 	if kubeconfig != "" {
 		args = append(args, "--kubeconfig="+kubeconfig)
 	}

@@ -13,21 +13,16 @@ package olm
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
 	operatorsv1 "github.com/operator-framework/api/pkg/operators/v1"
 	operatorsv1alpha1 "github.com/operator-framework/api/pkg/operators/v1alpha1"
 	operatorsv2 "github.com/operator-framework/api/pkg/operators/v2"
-	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -38,14 +33,15 @@ import (
 )
 
 const (
-	olmNamespace = "olm"
+	olmNamespace = localcluster.OLMNamespace
 	// installNamespace holds the global OperatorGroup, as on OperatorHub clusters.
-	installNamespace = "operators"
+	installNamespace = localcluster.OperatorsNamespace
 	timeout          = 90 * time.Second
 )
 
 var (
 	cluster *localcluster.Cluster
+	olm     *localcluster.OLM
 	k8s     client.Client
 	workDir string
 	binDir  string
@@ -107,6 +103,10 @@ func outside() int {
 			return 1
 		}
 	}
+	if _, err := testenv.MonitoringCRDs(filepath.Join(dir, "monitoring-crds")); err != nil {
+		fmt.Fprintln(os.Stderr, "olm e2e:", err)
+		return 1
+	}
 	nsDir := filepath.Join(dir, "namespaces")
 	if err := os.MkdirAll(nsDir, 0o700); err != nil {
 		fmt.Fprintln(os.Stderr, "olm e2e:", err)
@@ -163,102 +163,27 @@ func inside(m *testing.M) int {
 	if k8s, err = client.New(cluster.Config, client.Options{Scheme: scheme}); err != nil {
 		return fail(err)
 	}
-	stop, err := startOLM(ctx)
-	defer stop()
+	crds, err := testenv.OLMCRDs()
 	if err != nil {
 		return fail(err)
 	}
+	if olm, err = cluster.StartOLM(ctx, k8s, localcluster.OLMOptions{BinDir: k8sBin, CRDDir: crds, LogDir: logDir}); err != nil {
+		return fail(err)
+	}
+	defer olm.Stop()
 	return m.Run()
 }
 
-// startOLM installs OLM's CRDs, its namespaces and a global OperatorGroup,
-// and runs the olm and catalog operators.
-func startOLM(ctx context.Context) (stop func(), err error) {
-	var procs []*localcluster.Process
-	stop = func() {
-		for _, p := range procs {
-			p.Stop(syscall.SIGTERM)
-		}
-	}
-	crds, err := testenv.OLMCRDs()
-	if err != nil {
-		return stop, err
-	}
-	files, err := filepath.Glob(filepath.Join(crds, "*.yaml"))
-	if err != nil || len(files) == 0 {
-		return stop, fmt.Errorf("no OLM CRDs in %s (%v)", crds, err)
-	}
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			return stop, err
-		}
-		if err := localcluster.ApplyYAML(ctx, k8s, data, nil); err != nil {
-			return stop, fmt.Errorf("%s: %w", filepath.Base(f), err)
-		}
-	}
-	if err := poll(ctx, 30*time.Second, func() error {
-		return k8s.List(ctx, &operatorsv1alpha1.ClusterServiceVersionList{})
-	}); err != nil {
-		return stop, fmt.Errorf("OLM's CRDs not served: %w", err)
-	}
-	for _, ns := range []string{olmNamespace, installNamespace} {
-		if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-			return stop, err
-		}
-	}
-	if err := k8s.Create(ctx, &operatorsv1.OperatorGroup{
-		ObjectMeta: metav1.ObjectMeta{Name: "global-operators", Namespace: installNamespace},
-	}); err != nil {
-		return stop, err
-	}
-	// The image flags name images OLM would run for catalogs and bundles
-	// served from images; with bundles inline it runs none.
-	for _, p := range [][]string{
-		{"olm", filepath.Join(k8sBin, "olm"), "--namespace=" + olmNamespace, "--writeStatusName=", "--writePackageServerStatusName="},
-		{"catalog", filepath.Join(k8sBin, "catalog"), "--kubeconfig=" + cluster.Kubeconfig, "--namespace=" + olmNamespace,
-			"--configmapServerImage=unused.invalid/configmap-server", "--opmImage=unused.invalid/opm", "--util-image=unused.invalid/util",
-			"--writeStatusName="},
-	} {
-		proc, err := cluster.StartProcessEnv(logDir, p[0], nil, p[1:]...)
-		if err != nil {
-			return stop, err
-		}
-		procs = append(procs, proc)
-	}
-	return stop, nil
-}
-
-// serveCatalog runs `opm serve` on dir at a new loopback port and returns the
-// address. OLM reads a catalog again only when it reconnects, so a new
-// version is published by serving the new catalog and pointing the
-// CatalogSource at it.
+// serveCatalog serves dir with opm until the test ends and returns the
+// address for the CatalogSource.
 func serveCatalog(t *testing.T, dir string) string {
 	t.Helper()
-	port, err := localcluster.FreePort()
+	s, err := olm.ServeCatalog(context.Background(), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmp := t.TempDir()
-	name := "opm-" + strconv.Itoa(port)
-	p, err := cluster.StartProcessEnv(logDir, name, []string{"TMPDIR=" + tmp},
-		filepath.Join(k8sBin, "opm"), "serve", dir, "-p", strconv.Itoa(port), "--pprof-addr=", "-t", filepath.Join(tmp, "termination.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Stop(syscall.SIGTERM) })
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	testenv.Eventually(t, 60*time.Second, "opm serving "+dir, func() error {
-		if p.Exited() {
-			t.Fatalf("opm exited; see %s", filepath.Join(logDir, name+".log"))
-		}
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err != nil {
-			return err
-		}
-		return c.Close()
-	})
-	return addr
+	t.Cleanup(s.Stop)
+	return s.Address
 }
 
 func poll(ctx context.Context, timeout time.Duration, cond func() error) error {

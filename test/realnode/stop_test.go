@@ -61,6 +61,7 @@ func TestStopLeavesNothingBehind(t *testing.T) {
 	}
 
 	sshd.Stop()
+	nodeIsDown = true
 	start := time.Now()
 	if err := node.Stop(ctx); err != nil {
 		t.Fatal(err)

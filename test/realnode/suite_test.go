@@ -1,14 +1,23 @@
-// Package realnode proves the local cluster's real node: a kubelet, a
+// Package realnode proves the product on a real node: a kubelet, a
 // kube-proxy, Debian's containerd and runc and the CNI plugins, with a real
 // OpenSSH sshd, all inside private network, mount and PID namespaces the
-// suite makes (localcluster.RunInPrivateNamespaces). Pods run from image
-// archives built without a daemon or a registry (hack/image), reach the API
-// server through the kubernetes Service as on any cluster, and the agent
-// DaemonSet runs exactly as the manager renders it. After the node stops,
-// nothing of it is left, inside the namespaces or on the machine.
+// suite makes (localcluster.RunInPrivateNamespaces).
 //
-// It needs root, the Debian packages of hack/node-packages.sh, and kubelet
-// and kube-proxy in bin/k8s (make k8s-bin); make test-realnode does all that.
+// The operator is installed as a user installs it: real OLM (its olm and
+// catalog operators as processes) from the committed catalog/, served by
+// opm, through a CatalogSource and a Subscription, with the operator image
+// built as an archive (no daemon, no registry) tagged exactly as the CSV
+// names it and imported into the node's containerd. The CSV's Deployment
+// then runs the manager as a real pod on the real node, reaching the API
+// server through the kubernetes Service; the manager creates the agent
+// DaemonSet, whose pod writes the node's authorized_keys; and real ssh
+// logins, checked against the host keys the plugin publishes, prove every
+// grant and every revocation. After the node stops, nothing of it is left,
+// inside the namespaces or on the machine.
+//
+// It needs root, the Debian packages of hack/node-packages.sh, and kubelet,
+// kube-proxy, olm, catalog and opm in bin/k8s (make k8s-bin); make
+// test-realnode does all that.
 package realnode
 
 import (
@@ -22,11 +31,15 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	operatorsv1 "github.com/operator-framework/api/pkg/operators/v1"
+	operatorsv1alpha1 "github.com/operator-framework/api/pkg/operators/v1alpha1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
 	"github.com/nodeaccess/nodeaccess-operator/internal/localcluster"
@@ -35,31 +48,61 @@ import (
 
 const (
 	nodeName = "realnode-1"
-	// namespace is the operator's, as config/default installs it.
-	namespace = "nodeaccess-system"
-	// operatorRef and probeRef tag the images built for the suite.
-	operatorRef = "quay.io/nodeaccess/nodeaccess-operator:realnode-test"
-	probeRef    = "localhost/nodeaccess-probe:test"
-	pauseRef    = "localhost/nodeaccess-pause:local"
-	// workDirEnv carries the work directory into the namespaces.
+	// namespace is where OLM installs the operator: OperatorHub's
+	// namespace with the global OperatorGroup.
+	namespace = localcluster.OperatorsNamespace
+	// packageName, catalogName and channel are what the Subscription names.
+	packageName = "nodeaccess-operator"
+	catalogName = "nodeaccess-catalog"
+	channel     = "stable"
+	// managerDeployment is the CSV's Deployment.
+	managerDeployment = "nodeaccess-controller-manager"
+	pauseRef          = "localhost/nodeaccess-pause:local"
+	// workDirEnv carries the work directory into the namespaces, crdsEnv
+	// the folder of OLM's CRDs (found with go, outside).
 	workDirEnv = "REALNODE_DIR"
+	crdsEnv    = "REALNODE_OLM_CRDS"
+	// extraHomeRoot is the home root beyond /home the suite configures
+	// through the Subscription; it is a directory of the namespaces' own.
+	extraHomeRoot = "/var/home"
 )
 
-// accounts exist only in the namespaces' copy of /etc.
+// accounts exist only in the namespaces' copy of /etc; more are added by
+// the tests with useradd.
 var (
 	alice    = localcluster.Account{Name: "alice", UID: 2001}
 	bob      = localcluster.Account{Name: "bob", UID: 2002}
 	accounts = []localcluster.Account{alice, bob}
 )
 
+// podSecurityLabels are the install namespace's Pod Security Admission
+// labels: the agents need host paths, so the namespace enforces
+// privileged (as config/manager's namespace does) and warns at baseline;
+// the manager's pod itself is checked against restricted.
+var podSecurityLabels = map[string]string{
+	"pod-security.kubernetes.io/enforce":         "privileged",
+	"pod-security.kubernetes.io/enforce-version": "latest",
+	"pod-security.kubernetes.io/warn":            "baseline",
+	"pod-security.kubernetes.io/warn-version":    "latest",
+}
+
 var (
-	workDir   string
-	cluster   *localcluster.Cluster
-	node      *localcluster.RealNode
-	network   *localcluster.NodeNetwork
-	sshd      *localcluster.SSHD
-	k8s       client.Client
-	clientset kubernetes.Interface
+	workDir    string
+	k8sBin     string
+	cluster    *localcluster.Cluster
+	olm        *localcluster.OLM
+	node       *localcluster.RealNode
+	network    *localcluster.NodeNetwork
+	sshd       *localcluster.SSHD
+	k8s        client.Client
+	clientset  kubernetes.Interface
+	imageRef   string
+	pluginBin  string
+	sshConfig  string
+	handKey    string // alice's own private key, in her hand-written lines
+	handLines  []byte // alice's authorized_keys as she wrote it
+	installed  time.Duration
+	nodeIsDown bool
 )
 
 func TestMain(m *testing.M) {
@@ -72,14 +115,36 @@ func TestMain(m *testing.M) {
 	os.Exit(inside(m))
 }
 
-// outside builds the images (go may need the module proxy, which the
-// namespaces cannot reach), runs the suite in private namespaces, and then
-// checks that the machine's mount table and cgroups are as before.
+// csvImage is the operator image the committed bundle's CSV runs.
+func csvImage(root string) (string, error) {
+	data, err := os.ReadFile(filepath.Join(root, "bundle", "manifests", packageName+".clusterserviceversion.yaml"))
+	if err != nil {
+		return "", err
+	}
+	csv := &operatorsv1alpha1.ClusterServiceVersion{}
+	if err := yaml.Unmarshal(data, csv); err != nil {
+		return "", fmt.Errorf("reading the CSV: %w", err)
+	}
+	for _, d := range csv.Spec.InstallStrategy.StrategySpec.DeploymentSpecs {
+		for _, c := range d.Spec.Template.Spec.Containers {
+			if c.Name == "manager" {
+				return c.Image, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("the CSV %s runs no manager container", csv.Name)
+}
+
+// outside builds the images and the plugin (go may need the module proxy,
+// which the namespaces cannot reach), runs the suite in private
+// namespaces, and then checks that the machine's mount table and cgroups
+// are as before.
 func outside() int {
 	fail := func(err error) int {
 		fmt.Fprintln(os.Stderr, "realnode:", err)
 		return 1
 	}
+	start := time.Now()
 	dir := os.Getenv(workDirEnv)
 	if dir == "" {
 		tmp, err := os.MkdirTemp("", "nodeaccess-realnode")
@@ -94,24 +159,32 @@ func outside() int {
 	if out, err := exec.Command(filepath.Join(root, "hack", "node-packages.sh"), "--check").CombinedOutput(); err != nil {
 		return fail(fmt.Errorf("%s", strings.TrimSpace(string(out))))
 	}
-	// The manifests are rendered inside by `go tool kustomize`, which
-	// cannot download anything there: build it here.
-	if err := run(root, "go", "tool", "kustomize", "version"); err != nil {
+	ref, err := csvImage(root)
+	if err != nil {
 		return fail(err)
 	}
+	crds, err := testenv.OLMCRDs()
+	if err != nil {
+		return fail(err)
+	}
+	os.Setenv(crdsEnv, crds)
 	imageTool := filepath.Join(dir, "bin", "image")
-	if err := run(root, "go", "build", "-o", imageTool, "./hack/image"); err != nil {
-		return fail(err)
+	for _, b := range []struct{ out, pkg string }{{imageTool, "./hack/image"}, {filepath.Join(dir, "bin", "kubectl-nodeaccess"), "./cmd/kubectl-nodeaccess"}} {
+		if err := run(root, "go", "build", "-o", b.out, b.pkg); err != nil {
+			return fail(err)
+		}
 	}
+	// The operator image as OLM will run it: the CSV's tag, which the
+	// kubelet finds in containerd (pull policy IfNotPresent) without a registry.
 	for _, args := range [][]string{
-		{"operator", "-tag", operatorRef, "-o", filepath.Join(dir, "images", "operator.tar")},
+		{"operator", "-tag", ref, "-o", filepath.Join(dir, "images", "operator.tar")},
 		{"pause", "-tag", pauseRef, "-o", filepath.Join(dir, "images", "pause.tar")},
-		{"build", "-tag", probeRef, "-o", filepath.Join(dir, "images", "probe.tar"), "./test/realnode/probe"},
 	} {
 		if err := run(root, imageTool, args...); err != nil {
 			return fail(err)
 		}
 	}
+	fmt.Fprintf(os.Stderr, "realnode: images and plugin built in %s\n", time.Since(start).Round(100*time.Millisecond))
 	nsDir := filepath.Join(dir, "namespaces")
 	if err := os.MkdirAll(nsDir, 0o700); err != nil {
 		return fail(err)
@@ -120,7 +193,9 @@ func outside() int {
 	if err != nil {
 		return fail(err)
 	}
-	code, err := localcluster.RunInPrivateNamespaces(localcluster.PrivateOptions{Dir: nsDir, Accounts: accounts, Keep: []string{root, dir}})
+	code, err := localcluster.RunInPrivateNamespaces(localcluster.PrivateOptions{
+		Dir: nsDir, Accounts: accounts, Dirs: []string{extraHomeRoot, "/var/mail"}, Keep: []string{root, dir, crds},
+	})
 	if err != nil {
 		return fail(err)
 	}
@@ -135,6 +210,8 @@ func outside() int {
 		fmt.Fprintf(os.Stderr, "realnode: the machine's mount table or files changed: now %v, was %v\n", added, removed)
 		code = 1
 	}
+	// Other real nodes of this machine (another run, the demo) make and
+	// remove cgroups of their own meanwhile: not this run's.
 	if added := ownCgroups(diff(cgroupsBefore, cgroupsAfter)); len(added) > 0 {
 		fmt.Fprintf(os.Stderr, "realnode: cgroups left on the machine: %v\n", added)
 		code = 1
@@ -143,11 +220,13 @@ func outside() int {
 }
 
 // machinePaths are the machine's files and directories the node's
-// programs write to inside the namespaces: the account database, and the
-// directories that kubelet, containerd, CNI and sshd hard-code.
+// programs and the tests write to inside the namespaces: the account
+// database (useradd), the extra home root, and the directories that
+// kubelet, containerd, CNI and sshd hard-code.
 var machinePaths = []string{
-	"/etc/passwd", "/etc/group", "/etc/shadow", "/etc/cni", "/var/lib/kubelet", "/var/lib/containerd", "/var/lib/cni",
+	"/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow", "/etc/cni", "/var/lib/kubelet", "/var/lib/containerd", "/var/lib/cni",
 	"/var/log/auth.log", "/var/log/pods", "/var/log/containers", "/usr/libexec/kubernetes", "/run/containerd", "/run/netns", "/run/sshd",
+	extraHomeRoot, "/var/mail", "/root/.ssh",
 }
 
 // machineState is the machine's mount points (with type and source), the
@@ -239,21 +318,27 @@ func run(dir, name string, args ...string) error {
 }
 
 // inside brings up the node network, the cluster (API server on the node
-// IP, so pods reach it through the kubernetes Service), the operator's
-// manifests, the real node and its sshd, then runs the tests.
+// IP, so pods reach it through the kubernetes Service), OLM, the real node
+// and its sshd, writes alice's own authorized_keys, installs the operator
+// through OLM, writes the ssh configuration the plugin makes, then runs
+// the tests.
 func inside(m *testing.M) int {
 	fail := func(err error) int {
 		fmt.Fprintln(os.Stderr, "realnode setup:", err)
 		return 1
 	}
 	ctx := context.Background()
+	start := time.Now()
 	workDir = os.Getenv(workDirEnv)
 	root := testenv.RepoRoot()
-	k8sBin := os.Getenv("KUBEBUILDER_ASSETS")
-	if k8sBin == "" {
+	if k8sBin = os.Getenv("KUBEBUILDER_ASSETS"); k8sBin == "" {
 		k8sBin = filepath.Join(root, "bin", "k8s")
 	}
+	pluginBin = filepath.Join(workDir, "bin", "kubectl-nodeaccess")
 	var err error
+	if imageRef, err = csvImage(root); err != nil {
+		return fail(err)
+	}
 	if network, err = localcluster.CreateNodeNetwork(""); err != nil {
 		return fail(err)
 	}
@@ -267,19 +352,24 @@ func inside(m *testing.M) int {
 	scheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(scheme)
 	_ = nav1.AddToScheme(scheme)
+	_ = operatorsv1alpha1.AddToScheme(scheme)
+	_ = operatorsv1.AddToScheme(scheme)
 	if k8s, err = client.New(cluster.Config, client.Options{Scheme: scheme}); err != nil {
 		return fail(err)
 	}
 	if clientset, err = kubernetes.NewForConfig(cluster.Config); err != nil {
 		return fail(err)
 	}
-	if err := localcluster.ApplyManifests(ctx, k8s, root); err != nil {
+	if olm, err = cluster.StartOLM(ctx, k8s, localcluster.OLMOptions{
+		BinDir: k8sBin, CRDDir: os.Getenv(crdsEnv), LogDir: filepath.Join(workDir, "olm"), OperatorsNamespaceLabels: podSecurityLabels,
+	}); err != nil {
 		return fail(err)
 	}
+	defer olm.Stop()
 	images := filepath.Join(workDir, "images")
 	node, err = cluster.AddRealNode(ctx, localcluster.RealNodeOptions{
 		Name: nodeName, Dir: filepath.Join(workDir, "node"), BinDir: k8sBin, SandboxImage: pauseRef,
-		Images: []string{filepath.Join(images, "pause.tar"), filepath.Join(images, "operator.tar"), filepath.Join(images, "probe.tar")},
+		Images: []string{filepath.Join(images, "pause.tar"), filepath.Join(images, "operator.tar")},
 		Labels: map[string]string{"pool": "real"},
 	})
 	defer func() {
@@ -290,9 +380,54 @@ func inside(m *testing.M) int {
 	if err != nil {
 		return fail(err)
 	}
-	if sshd, err = localcluster.StartSSHD(ctx, localcluster.SSHDOptions{Dir: filepath.Join(workDir, "sshd"), Address: node.IP()}); err != nil {
+	// sshd runs before the agents start, so that their first probe
+	// publishes its host keys. Root may log in with a key: whether root
+	// gets one is the operator's decision (--allow-root-user).
+	if sshd, err = localcluster.StartSSHD(ctx, localcluster.SSHDOptions{Dir: filepath.Join(workDir, "sshd"), Address: node.IP(), RootKeyLogins: true}); err != nil {
 		return fail(err)
 	}
 	defer sshd.Stop()
+	if err := writeHandWrittenKeys(); err != nil {
+		return fail(err)
+	}
+	fmt.Fprintf(os.Stderr, "realnode: cluster, OLM, node and sshd up in %s\n", time.Since(start).Round(100*time.Millisecond))
+	installStart := time.Now()
+	catalog, err := olm.ServeCatalog(ctx, filepath.Join(root, "catalog"))
+	if err != nil {
+		return fail(err)
+	}
+	defer catalog.Stop()
+	if err := install(ctx, catalog.Address); err != nil {
+		return fail(err)
+	}
+	installed = time.Since(installStart)
+	fmt.Fprintf(os.Stderr, "realnode: installed through OLM, agent running and sshd's host keys published in %s\n", installed.Round(100*time.Millisecond))
+	if sshConfig, err = writeSSHConfig(ctx); err != nil {
+		return fail(err)
+	}
 	return m.Run()
+}
+
+// writeHandWrittenKeys writes alice's authorized_keys as she would, before
+// any agent runs: a comment line, a blank line, her own key with an odd
+// comment, and no final newline. Every test checks these bytes stay.
+func writeHandWrittenKeys() error {
+	handKey = filepath.Join(workDir, "alice-own")
+	pub, err := localcluster.WriteKeyPair(handKey, "alice@old-laptop")
+	if err != nil {
+		return err
+	}
+	// An odd comment: tabs, quotes, a '#', non-ASCII.
+	handLines = []byte("# my own key, added by hand: keep it\n\n" + pub + "\t \"mine\" # über \t\n# trailing comment, no newline")
+	dir := filepath.Join("/home", alice.Name, ".ssh")
+	for _, err := range []error{
+		os.MkdirAll(dir, 0o700), os.Chown(dir, alice.UID, alice.UID),
+		os.WriteFile(filepath.Join(dir, "authorized_keys"), handLines, 0o600),
+		os.Chown(filepath.Join(dir, "authorized_keys"), alice.UID, alice.UID),
+	} {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
