@@ -143,7 +143,11 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return c, c.Healthy()
 	}
 	if err := c.start("kwok", "--kubeconfig="+c.Kubeconfig, "--config="+opts.KwokStages,
-		"--manage-nodes-with-annotation-selector="+KwokAnnotation+"=fake", "--node-port=0", "--server-address="); err != nil {
+		"--manage-nodes-with-annotation-selector="+KwokAnnotation+"=fake", "--node-port=0", "--server-address=",
+		// Without leases kwok's heartbeat stage renews a node's status about
+		// once a minute, and the node lifecycle controller marks the nodes
+		// and their pods NotReady in between.
+		"--node-lease-duration-seconds=40"); err != nil {
 		return nil, err
 	}
 	if err := c.createNodes(ctx); err != nil {
@@ -402,6 +406,11 @@ func freePortsOn(addr string, n int) ([]int, error) {
 	return ports, nil
 }
 
+// errExited marks a condition that can never hold: a process it needs has exited.
+var errExited = errors.New("exited")
+
+// waitFor retries cond until it returns nil, the timeout passes, or it
+// returns an error that wraps errExited.
 func waitFor(ctx context.Context, timeout time.Duration, what string, cond func() error) error {
 	deadline := time.Now().Add(timeout)
 	for {
@@ -409,7 +418,7 @@ func waitFor(ctx context.Context, timeout time.Duration, what string, cond func(
 		if err == nil {
 			return nil
 		}
-		if time.Now().After(deadline) {
+		if errors.Is(err, errExited) || time.Now().After(deadline) {
 			return fmt.Errorf("waiting for %s: %w", what, err)
 		}
 		select {

@@ -2,11 +2,11 @@ package localcluster
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 )
 
 // kwokStages are the Stage definitions kwok needs to bring fake nodes up,
@@ -23,15 +23,21 @@ var kwokStages = []string{
 // WriteKwokStages writes kwok's configuration to path, from the kwok module
 // that hack/tools/kwok pins (downloaded from the Go module proxy).
 func WriteKwokStages(repoRoot, path string) error {
-	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/kwok")
+	// go mod download, not go list -m: the module's files may be missing
+	// from this user's module cache although bin/k8s/kwok is built.
+	cmd := exec.Command("go", "mod", "download", "-json", "sigs.k8s.io/kwok")
 	cmd.Dir = filepath.Join(repoRoot, "hack", "tools", "kwok")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return fmt.Errorf("finding the kwok module: %w: %s", err, stderr.String())
+		return fmt.Errorf("finding the kwok module: %w: %s%s", err, stderr.String(), out)
 	}
-	dir := strings.TrimSpace(string(out))
+	var mod struct{ Dir, Error string }
+	if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
+		return fmt.Errorf("finding the kwok module: %v %s", err, mod.Error)
+	}
+	dir := mod.Dir
 	var config bytes.Buffer
 	for _, stage := range kwokStages {
 		data, err := os.ReadFile(filepath.Join(dir, stage))

@@ -422,7 +422,7 @@ func (n *RealNode) exited(name string) error {
 	}
 	select {
 	case <-p.done:
-		return fmt.Errorf("%s exited (see %s)", name, n.LogFile(name))
+		return fmt.Errorf("%s %w (see %s)", name, errExited, n.LogFile(name))
 	default:
 		return nil
 	}

@@ -135,7 +135,7 @@ Subsystem sftp internal-sftp
 	}
 	if err := waitFor(ctx, 20*time.Second, "rsyslogd's /dev/log", func() error {
 		if s.rsyslog.exited() {
-			return fmt.Errorf("rsyslogd exited (see %s)", filepath.Join(opts.Dir, "rsyslogd.log"))
+			return fmt.Errorf("rsyslogd %w (see %s)", errExited, filepath.Join(opts.Dir, "rsyslogd.log"))
 		}
 		fi, err := os.Lstat("/dev/log")
 		if err != nil {
@@ -155,7 +155,7 @@ Subsystem sftp internal-sftp
 	addr := net.JoinHostPort(opts.Address, strconv.Itoa(opts.Port))
 	if err := waitFor(ctx, 20*time.Second, "sshd on "+addr, func() error {
 		if s.sshd.exited() {
-			return fmt.Errorf("sshd exited (see %s and %s)", filepath.Join(opts.Dir, "sshd.log"), AuthLog)
+			return fmt.Errorf("sshd %w (see %s and %s)", errExited, filepath.Join(opts.Dir, "sshd.log"), AuthLog)
 		}
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err != nil {
