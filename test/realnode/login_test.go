@@ -200,7 +200,9 @@ func checkExpiryEnforcedBySSHD(t *testing.T, pub string, at time.Time) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `expiry-time="` + at.UTC().Format("20060102150405") + `Z"`
+	// sshd accepts a key through the whole second the option names, so the
+	// line names the last second before the (whole-second) instant.
+	want := `expiry-time="` + at.UTC().Add(-time.Second).Format("20060102150405") + `Z"`
 	found := false
 	for _, line := range strings.Split(string(data), "\n") {
 		found = found || (strings.Contains(line, blobOf(pub)) && strings.HasPrefix(line, want+" "))
