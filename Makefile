@@ -205,14 +205,28 @@ node-packages: ## Install the Debian packages a real node and the tests need whe
 kubectl: ## Build kubectl into bin/k8s.
 	hack/tools/build.sh kubectl
 
+# DEMO_REAL_NODE: auto adds a real node to the demo where the machine allows
+# it (root, the Debian packages of hack/node-packages.sh), true fails where it
+# does not, false runs the fake nodes alone.
+DEMO_REAL_NODE ?= auto
+# DEMO_K8S are the cluster binaries every demo needs; a real node adds kubelet and kube-proxy.
+DEMO_K8S = etcd kube-apiserver kubectl kube-controller-manager kube-scheduler kwok
+
 .PHONY: demo
-demo: k8s-bin build ## Run the product on a local cluster and leave it running: manager, agents on fake nodes, the samples, the files they write.
+demo: build ## Run the product on a local cluster and leave it running: manager, agents on fake nodes, the samples, the files they write; as root also a real node, ending with an ssh login into it.
 	go build -o $(LOCALBIN)/demo ./hack/demo
-	KUBEBUILDER_ASSETS="$(K8S_BIN)" KUBECTL="$(K8S_BIN)/kubectl" $(LOCALBIN)/demo
+	@if [ "$$(id -u)" = 0 ] && [ "$(DEMO_REAL_NODE)" != false ]; then hack/node-packages.sh || true; fi
+	@if $(LOCALBIN)/demo -real-node=$(DEMO_REAL_NODE) preflight >/dev/null 2>&1; then \
+		hack/tools/build.sh $(DEMO_K8S) kubelet kube-proxy && $(MAKE) --no-print-directory image pause-image || hack/tools/build.sh $(DEMO_K8S); \
+	else \
+		hack/tools/build.sh $(DEMO_K8S); \
+	fi
+	KUBEBUILDER_ASSETS="$(K8S_BIN)" $(LOCALBIN)/demo -real-node=$(DEMO_REAL_NODE)
 
 .PHONY: scorecard-local
 scorecard-local: demo ## Run the operator's own scorecard test (cmd/scorecard) against the demo cluster: the alm-examples become Ready and are revoked.
-	go run ./cmd/scorecard --bundle=bundle --kubeconfig=_demo/cluster/kubeconfig --exit-code examples-become-ready
+	go build -o $(LOCALBIN)/scorecard ./cmd/scorecard
+	_demo/bin/demo-exec $(LOCALBIN)/scorecard --bundle=bundle --kubeconfig=_demo/cluster/kubeconfig --exit-code examples-become-ready
 
 .PHONY: demo-down
 demo-down: ## Stop the demo and every process it started.

@@ -1,346 +1,312 @@
 // Command demo runs the product on a local cluster and leaves it running:
 //
-//	demo        bring everything up (after stopping an earlier demo), apply
-//	            the samples and show what a user sees, then return
-//	demo up     the process that owns the cluster (run detached by demo)
-//	demo down   stop the demo and every process it started
+//	demo [flags]            bring everything up (after stopping an earlier demo),
+//	                        apply the samples, show what a user sees, print how
+//	                        to go on, and return
+//	demo [flags] up         the process that owns the cluster (run detached by demo)
+//	demo [flags] down       stop the demo and every process it started
+//	demo [flags] preflight  say in one line why no real node can run here and
+//	                        exit 1, or say nothing (builds excepted: the Makefile
+//	                        asks before it builds the kubelet and the images)
 //
 // The cluster is etcd, kube-apiserver, kube-controller-manager,
-// kube-scheduler and kwok from bin/k8s, on 127.0.0.1 only, with four fake
-// nodes. The manager and one agent per node run as real processes; each
-// node's agent writes under _demo/nodes/<node>/, which holds that node's
-// etc/passwd, homes and some hand-written keys.
+// kube-scheduler and kwok from bin/k8s, with four fake nodes. The manager and
+// one agent per fake node run as processes; each fake node's agent writes
+// under _demo/nodes/<node>/, which holds that node's etc/passwd, homes and
+// some hand-written keys (fakenodes.go).
+//
+// Where the machine allows it (root; the Debian packages of
+// hack/node-packages.sh; kubelet and kube-proxy in bin/k8s; the operator and
+// pause image archives in bin/image), the demo adds a real node, real-1:
+// Debian's containerd and runc, the kubelet, kube-proxy and OpenSSH's sshd,
+// inside private network, mount and PID namespaces that the detached
+// `demo up` owns (realnode.go). The whole cluster then runs in them, its API
+// server on the node network's IP, so the real node's pods reach it through
+// the kubernetes Service; the agent runs on the real node as the pod of the
+// DaemonSet the manager renders, from the operator's image archive, and the
+// demo ends with an ssh login into the node with a key it granted. Where no
+// real node can run, the demo says why in one line and runs the fake nodes
+// alone.
+//
+// _demo/bin holds wrappers that reach the cluster from the user's shell
+// (wrappers.go): kubectl, kubectl-nodeaccess, node-ssh and demo-exec.
 package main
 
 import (
-	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/tools/clientcmd"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-
-	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
 	"github.com/nodeaccess/nodeaccess-operator/internal/localcluster"
 	"github.com/nodeaccess/nodeaccess-operator/internal/testenv"
 )
 
 const namespace = "nodeaccess-system"
 
-// node is a simulated node: its labels and its accounts' hand-written keys.
-type node struct {
-	name   string
-	labels map[string]string
-	// handWritten maps an account to the authorized_keys it already has.
-	handWritten map[string]string
+// config says where the demo's inputs and state are.
+type config struct {
+	// root is the repository: the samples and manifests are read from it,
+	// and the commands the demo shows run in it.
+	root string
+	// dir holds the demo's state: the cluster, logs, nodes, wrappers.
+	dir string
+	// bin holds manager, agent and kubectl-nodeaccess (make build).
+	bin string
+	// k8sBin holds the cluster's binaries (hack/tools/build.sh).
+	k8sBin string
+	// images holds the operator and pause image archives (make image pause-image).
+	images string
+	// realNode is auto (a real node where the machine allows one), true
+	// (fail where it does not) or false (fake nodes only).
+	realNode string
 }
 
-var nodes = []node{
-	{"payments-1", map[string]string{"node.example.com/pool": "payments", "node-role.kubernetes.io/worker": ""},
-		map[string]string{"deploy": "# deploy's own key, written by hand\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGw5e0bmPa9oWfVhuMo4N2m0bYkGv2kAxc0Fq1yO0dNL ops-break-glass\n"}},
-	{"payments-2", map[string]string{"node.example.com/pool": "payments", "node-role.kubernetes.io/worker": ""}, nil},
-	{"gpu-1", map[string]string{"node.example.com/pool": "gpu", "node-role.kubernetes.io/worker": ""},
-		map[string]string{"analyst": "# analyst's laptop\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFp1b3ZpbmdSaWdodEFsb25nTm90aGluZ1RvU2VlSGVyZTEy laptop\n"}},
-	{"batch-1", map[string]string{"node.example.com/pool": "batch", "node-role.kubernetes.io/worker": ""}, nil},
+func (c config) path(elem ...string) string {
+	return filepath.Join(append([]string{c.dir}, elem...)...)
 }
 
-var accounts = []string{"deploy", "analyst", "alice"}
+// The demo's files, under config.dir.
+func (c config) pidFile() string    { return c.path("demo.pid") }
+func (c config) readyFile() string  { return c.path("ready.json") }
+func (c config) logs() string       { return c.path("logs") }
+func (c config) kubeconfig() string { return c.path("cluster", "kubeconfig") }
+func (c config) wrappers() string   { return c.path("bin") }
+func (c config) sshDir() string     { return c.path("ssh") }
 
-// makeHost writes a simulated node's etc/passwd, homes and hand-written keys.
-// Running as root, each account owns its home; otherwise the accounts take
-// the current user's uid so the agent (running as that user) may write.
-func makeHost(hostRoot string, n node) error {
-	var passwd strings.Builder
-	passwd.WriteString("root:x:0:0:root:/root:/bin/bash\n")
-	for i, acct := range accounts {
-		id := 2001 + i
-		if os.Geteuid() != 0 {
-			id = os.Geteuid()
-		}
-		fmt.Fprintf(&passwd, "%s:x:%d:%d::/home/%s:/bin/bash\n", acct, id, id, acct)
-		home := filepath.Join(hostRoot, "home", acct)
-		if err := os.MkdirAll(home, 0o755); err != nil {
-			return err
-		}
-		if keys, ok := n.handWritten[acct]; ok {
-			if err := os.MkdirAll(filepath.Join(home, ".ssh"), 0o700); err != nil {
-				return err
-			}
-			if err := os.WriteFile(filepath.Join(home, ".ssh", "authorized_keys"), []byte(keys), 0o600); err != nil {
-				return err
-			}
-		}
-		if err := filepath.Walk(home, func(p string, _ os.FileInfo, err error) error {
-			if err != nil {
-				return err
-			}
-			return os.Lchown(p, id, id)
-		}); err != nil {
-			return err
-		}
-	}
-	if err := os.MkdirAll(filepath.Join(hostRoot, "etc"), 0o755); err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(hostRoot, "etc", "passwd"), []byte(passwd.String()), 0o644)
+// nsDir holds the private namespaces' own files; init.pid in it names
+// their first process, whose namespaces the wrappers enter.
+func (c config) nsDir() string { return c.path("namespaces") }
+
+// args are the flags that give another demo process this configuration.
+func (c config) args() []string {
+	return []string{"-dir=" + c.dir, "-bin=" + c.bin, "-images=" + c.images, "-real-node=" + c.realNode}
 }
 
-func waitReady(ctx context.Context, c client.Client, names ...string) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ready := 0
-		for _, name := range names {
-			na := &nav1.NodeAccess{}
-			if err := c.Get(ctx, client.ObjectKey{Name: name}, na); err == nil && meta.IsStatusConditionTrue(na.Status.Conditions, nav1.ReadyCondition) {
-				ready++
-			}
-		}
-		if ready == len(names) {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the samples were not Ready after 30s; see _demo/logs/")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+// cgroupName is the real node's cgroup, named after the demo's directory
+// so that demos in two checkouts, and the tests, never share one.
+func (c config) cgroupName() string {
+	sum := sha256.Sum256([]byte(c.dir))
+	return "nodeaccess-demo-" + hex.EncodeToString(sum[:4])
 }
 
-var (
-	root     = testenv.RepoRoot()
-	dir      = filepath.Join(root, "_demo")
-	pidFile  = filepath.Join(dir, "demo.pid")
-	readyMsg = filepath.Join(dir, "ready")
-)
+// state is what `demo up` tells `demo` once everything runs (ready.json).
+type state struct {
+	// RealNode is the real node's name, when one runs.
+	RealNode string `json:"realNode,omitempty"`
+	// NoRealNode says why the real node did not start, when it was tried.
+	NoRealNode string `json:"noRealNode,omitempty"`
+}
 
 func main() {
+	if code, ok := localcluster.PrivateNamespaceInit(); ok {
+		os.Exit(code)
+	}
+	root := testenv.RepoRoot()
+	fs := flag.NewFlagSet("demo", flag.ExitOnError)
+	c := config{root: root, k8sBin: envOr("KUBEBUILDER_ASSETS", filepath.Join(root, "bin", "k8s"))}
+	fs.StringVar(&c.dir, "dir", filepath.Join(root, "_demo"), "the demo's directory: cluster state, logs, fake nodes, wrappers")
+	fs.StringVar(&c.bin, "bin", filepath.Join(root, "bin"), "the directory of manager, agent and kubectl-nodeaccess (make build)")
+	fs.StringVar(&c.images, "images", filepath.Join(root, "bin", "image"), "the directory of nodeaccess-operator.tar and pause.tar (make image pause-image)")
+	fs.StringVar(&c.realNode, "real-node", "auto", "auto: add a real node where the machine allows it; true: fail where it does not; false: fake nodes only")
+	_ = fs.Parse(os.Args[1:])
 	var err error
-	switch cmd := strings.Join(os.Args[1:], " "); cmd {
-	case "":
-		err = run()
-	case "up":
-		err = up()
-	case "down":
-		err = down()
+	for _, p := range []*string{&c.dir, &c.bin, &c.images, &c.k8sBin} {
+		if *p, err = filepath.Abs(*p); err != nil {
+			fail(err)
+		}
+	}
+	switch c.realNode {
+	case "auto", "true", "false":
 	default:
-		err = fmt.Errorf("unknown command %q: want no argument, up or down", cmd)
+		fail(fmt.Errorf("-real-node=%q: want auto, true or false", c.realNode))
+	}
+	switch cmd := strings.Join(fs.Args(), " "); cmd {
+	case "":
+		err = run(c)
+	case "up":
+		err = up(c)
+	case "down":
+		err = down(c)
+	case "preflight":
+		if why := blocker(gatherFacts(c, false)); why != "" {
+			fmt.Println(why)
+			os.Exit(1)
+		}
+	default:
+		err = fmt.Errorf("unknown command %q: want no argument, up, down or preflight", cmd)
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "demo:", err)
-		os.Exit(1)
+		fail(err)
 	}
 }
 
-// run stops an earlier demo, starts `demo up` detached, waits until it is
-// ready, applies the samples and shows the result.
-func run() error {
-	if err := down(); err != nil {
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "demo:", err)
+	os.Exit(1)
+}
+
+// run stops an earlier demo, starts `demo up` detached (with a real node
+// where one can run), waits until it is ready, writes the wrappers and
+// shows the product at work.
+func run(c config) error {
+	if err := down(c); err != nil {
 		return err
 	}
-	if err := os.RemoveAll(dir); err != nil { // a fresh cluster, every time
+	if err := clearDemoDir(c); err != nil { // a fresh cluster, every time
 		return err
 	}
-	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
+	if err := os.MkdirAll(c.logs(), 0o755); err != nil {
 		return err
 	}
-	step("Starting a local cluster (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok with four fake nodes),")
-	fmt.Println("    the manager, and one agent per node writing under _demo/nodes/<node>/ (logs in _demo/logs/)")
+	if err := os.WriteFile(c.path(demoMarker), nil, 0o644); err != nil {
+		return err
+	}
+	if err := prepare(c); err != nil {
+		return err
+	}
+	withNode := false
+	switch why := blocker(gatherFacts(c, true)); {
+	case why == "":
+		withNode = true
+	case c.realNode == "true":
+		return fmt.Errorf("no real node: %s", why)
+	default:
+		noRealNode(why)
+	}
+	if withNode {
+		step("Starting a local cluster (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok with four fake nodes)")
+		fmt.Println("    and a real node (containerd, kubelet, kube-proxy, sshd) in private namespaces, the manager, and one agent")
+		fmt.Println("    per fake node writing under " + display(c, c.path("nodes")) + "/<node>/ (logs in " + display(c, c.logs()) + "/)")
+	} else {
+		step("Starting a local cluster (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok with four fake nodes),")
+		fmt.Println("    the manager, and one agent per node writing under " + display(c, c.path("nodes")) + "/<node>/ (logs in " + display(c, c.logs()) + "/)")
+	}
+	began := time.Now()
+	st, err := startDaemon(c, withNode)
+	if err != nil && withNode && c.realNode == "auto" {
+		// The real node is what is new here: without it the demo still runs.
+		noRealNode(fmt.Sprintf("the namespaces did not come up (%s; see %s)", oneLine(err.Error()), display(c, filepath.Join(c.logs(), "demo-up.log"))))
+		if err := reset(c); err != nil {
+			return err
+		}
+		withNode = false
+		st, err = startDaemon(c, false)
+	}
+	if err != nil {
+		return err
+	}
+	// Once in the namespaces, the cluster stays there with or without its real node.
+	inNamespaces := withNode
+	if withNode && st.RealNode == "" {
+		noRealNode(fmt.Sprintf("it did not start (%s; logs in %s)", oneLine(st.NoRealNode), display(c, c.path("real-node", "logs"))))
+		withNode = false
+	}
+	fmt.Printf("    (up in %.1fs)\n", time.Since(began).Seconds())
+	if err := writeWrappers(c, inNamespaces, withNode); err != nil {
+		return err
+	}
+	return show(c, withNode)
+}
+
+// noRealNode says, in one line, why the demo runs without a real node.
+func noRealNode(why string) {
+	fmt.Printf("No real node: %s; the demo runs with its fake nodes only.\n", why)
+}
+
+// prepare does before the namespaces what cannot be done inside them,
+// where nothing can be downloaded: it builds kustomize (which renders the
+// manifests) and writes kwok's configuration from the kwok module.
+func prepare(c config) error {
+	cmd := exec.Command("go", "tool", "kustomize", "version")
+	cmd.Dir = c.root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("building kustomize: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	if err := localcluster.WriteKwokStages(c.root, c.path("kwok.yaml")); err != nil {
+		return fmt.Errorf("writing kwok's configuration: %w", err)
+	}
+	return nil
+}
+
+// reset removes what a failed `demo up` left, keeping the logs.
+func reset(c config) error {
+	if err := down(c); err != nil {
+		return err
+	}
+	return clearDemoDir(c, "cluster", "nodes", "namespaces", "real-node", "sshd")
+}
+
+// startDaemon starts `demo up` in a session of its own (so that it
+// outlives this command) and waits until it is ready.
+func startDaemon(c config, withNode bool) (state, error) {
 	self, err := os.Executable()
 	if err != nil {
-		return err
+		return state{}, err
 	}
-	logf, err := os.Create(filepath.Join(dir, "logs", "demo-up.log"))
+	logFile := filepath.Join(c.logs(), "demo-up.log")
+	logf, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return err
+		return state{}, err
 	}
-	daemon := exec.Command(self, "up")
+	dc := c
+	if !withNode {
+		dc.realNode = "false"
+	}
+	daemon := exec.Command(self, append(dc.args(), "up")...)
+	daemon.Dir = c.root
 	daemon.Stdout, daemon.Stderr = logf, logf
 	daemon.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := daemon.Start(); err != nil {
-		return err
-	}
+	err = daemon.Start()
 	logf.Close()
+	if err != nil {
+		return state{}, fmt.Errorf("starting demo up: %w", err)
+	}
 	exited := make(chan error, 1)
 	go func() { exited <- daemon.Wait() }()
-	began := time.Now()
+	timeout := 3 * time.Minute
+	if withNode {
+		timeout = 5 * time.Minute
+	}
+	deadline := time.Now().Add(timeout)
 	for {
-		if _, err := os.Stat(readyMsg); err == nil {
-			break
+		if data, err := os.ReadFile(c.readyFile()); err == nil {
+			var st state
+			if err := json.Unmarshal(data, &st); err != nil {
+				return state{}, fmt.Errorf("reading %s: %w", c.readyFile(), err)
+			}
+			return st, nil
 		}
 		select {
 		case err := <-exited:
-			return fmt.Errorf("the cluster did not come up (%v); see _demo/logs/demo-up.log", err)
+			return state{}, fmt.Errorf("the cluster did not come up (demo up: %v, %s)", err, lastLine(logFile))
 		case <-time.After(200 * time.Millisecond):
 		}
-		if time.Since(began) > 3*time.Minute {
-			_ = down()
-			return errors.New("the cluster did not come up in 3 minutes; see _demo/logs/")
+		if time.Now().After(deadline) {
+			_ = down(c)
+			return state{}, fmt.Errorf("the cluster did not come up in %s; see %s", timeout, display(c, c.logs()))
 		}
 	}
-	fmt.Printf("    (up in %.1fs)\n", time.Since(began).Seconds())
-
-	kubeconfig := filepath.Join(dir, "cluster", "kubeconfig")
-	kubectlBin := envOr("KUBECTL", filepath.Join(root, "bin", "k8s", "kubectl"))
-	kubectl := func(args ...string) error {
-		fmt.Printf("$ kubectl %s\n", strings.Join(args, " "))
-		cmd := exec.Command(kubectlBin, append([]string{"--kubeconfig", kubeconfig}, args...)...)
-		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stdout
-		return cmd.Run()
-	}
-	c, err := newClient(kubeconfig)
-	if err != nil {
-		return err
-	}
-	ctx := context.Background()
-
-	step("The nodes, and the agent DaemonSet the manager created (kwok runs its pods)")
-	if err := kubectl("get", "nodes", "-L", "node.example.com/pool"); err != nil {
-		return err
-	}
-	if err := waitDaemonSet(ctx, c, kubectl); err != nil {
-		return err
-	}
-
-	step("Applying the samples: two teams, two node pools, a contractor key that expires")
-	if err := kubectl("apply", "-k", filepath.Join(root, "config", "samples")); err != nil {
-		return err
-	}
-	applied := time.Now()
-	if err := waitReady(ctx, c, "team-payments", "team-data"); err != nil {
-		return err
-	}
-	fmt.Printf("(every selected node in sync %.1fs after the apply)\n", time.Since(applied).Seconds())
-
-	step("What a user sees")
-	for _, args := range [][]string{{"get", "nodeaccess", "-o", "wide"}, {"get", "nodeaccessreports"}} {
-		if err := kubectl(args...); err != nil {
-			return err
-		}
-		fmt.Println()
-	}
-
-	step("Each node's authorized_keys: the managed block on top, hand-written lines kept")
-	for _, n := range nodes {
-		for _, acct := range accounts {
-			data, err := os.ReadFile(filepath.Join(dir, "nodes", n.name, "home", acct, ".ssh", "authorized_keys"))
-			if err != nil {
-				continue
-			}
-			fmt.Printf("--- %s: /home/%s/.ssh/authorized_keys\n%s", n.name, acct, data)
-		}
-	}
-
-	step("Invalid input is refused by the API server, before any node sees it")
-	bad := exec.Command(kubectlBin, "--kubeconfig", kubeconfig, "apply", "-f", "-")
-	bad.Stdin = strings.NewReader(`apiVersion: nodeaccess.io/v1alpha1
-kind: NodeAccess
-metadata:
-  name: smuggled-options
-spec:
-  nodeSelector: {}
-  users:
-  - name: deploy
-    keys:
-    - key: 'command="/bin/sh" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHQcKBUJvZCUI4cabRgJQrFMYA/uPYHs+vLi/MryWsmq'
-`)
-	bad.Stdout, bad.Stderr = os.Stdout, os.Stdout
-	if err := bad.Run(); err == nil {
-		return errors.New("the API server accepted a key with an options prefix")
-	}
-
-	step("The demo keeps running. Try it:")
-	fmt.Printf(`    export KUBECONFIG=%s
-    kubectl get nodeaccess,nodeaccessreports
-    kubectl delete nodeaccess team-data      # then: cat _demo/nodes/gpu-1/home/analyst/.ssh/authorized_keys
-    kubectl edit nodeaccess team-payments    # add a key; it reaches _demo/nodes/payments-*/home/deploy/.ssh/ within a second
-Stop everything with: make demo-down
-`, kubeconfig)
-	return nil
 }
 
-// up owns the cluster and the product's processes until SIGTERM or SIGINT.
-func up() error {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+// down stops a running demo, if any, waits for it to go, and removes the
+// cgroups a killed real node left. In a directory that is not a demo's
+// (checkDemoDir) it touches nothing.
+func down(c config) error {
+	if exists, err := checkDemoDir(c); err != nil || !exists {
 		return err
 	}
-	defer os.Remove(pidFile)
-	defer os.Remove(readyMsg)
-
-	stages := filepath.Join(dir, "kwok.yaml")
-	if err := localcluster.WriteKwokStages(root, stages); err != nil {
-		return err
-	}
-	var lnodes []localcluster.Node
-	for _, n := range nodes {
-		lnodes = append(lnodes, localcluster.Node{Name: n.name, Labels: n.labels})
-	}
-	cluster, err := localcluster.Start(ctx, localcluster.Options{
-		Dir: filepath.Join(dir, "cluster"), BinDir: envOr("KUBEBUILDER_ASSETS", filepath.Join(root, "bin", "k8s")),
-		KwokStages: stages, Nodes: lnodes,
-	})
-	if err != nil {
-		return err
-	}
-	defer cluster.Stop()
-	c, err := newClient(cluster.Kubeconfig)
-	if err != nil {
-		return err
-	}
-	if err := localcluster.ApplyManifests(ctx, c, root); err != nil {
-		return err
-	}
-	logs := filepath.Join(dir, "logs")
-	bin := filepath.Join(root, "bin")
-	var procs []*localcluster.Process
-	defer func() {
-		for _, p := range procs {
-			p.Stop(syscall.SIGTERM)
-		}
-	}()
-	mgr, err := cluster.StartProcess(logs, "manager", filepath.Join(bin, "manager"), "--namespace="+namespace,
-		"--metrics-bind-address=0", "--health-probe-bind-address=0", "--operator-deployment=",
-		"--agent-image=quay.io/nodeaccess/nodeaccess-operator:0.2.0")
-	if err != nil {
-		return err
-	}
-	procs = append(procs, mgr)
-	for _, n := range nodes {
-		hostRoot := filepath.Join(dir, "nodes", n.name)
-		if err := makeHost(hostRoot, n); err != nil {
-			return err
-		}
-		a, err := cluster.StartProcess(logs, "agent-"+n.name, filepath.Join(bin, "agent"), "--node-name="+n.name,
-			"--namespace="+namespace, "--host-root="+hostRoot, "--kubeconfig="+cluster.Kubeconfig)
-		if err != nil {
-			return err
-		}
-		procs = append(procs, a)
-	}
-	if err := os.WriteFile(readyMsg, nil, 0o644); err != nil {
-		return err
-	}
-	fmt.Println("demo: up; stop with `make demo-down`")
-	<-ctx.Done()
-	fmt.Println("demo: stopping")
-	return nil
-}
-
-// down stops a running demo, if any, and waits for it to go.
-func down() error {
-	data, err := os.ReadFile(pidFile)
+	defer removeLeftCgroups(c)
+	data, err := os.ReadFile(c.pidFile())
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -348,54 +314,42 @@ func down() error {
 		return err
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-	if err != nil {
-		return os.Remove(pidFile)
+	if err != nil || !isDemoUp(pid) {
+		return os.Remove(c.pidFile()) // not running any more
 	}
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
-		return os.Remove(pidFile) // not running any more
+	if err := syscall.Kill(pid, syscall.SIGTERM); errors.Is(err, syscall.EPERM) {
+		return fmt.Errorf("the demo (process %d) belongs to another user: stop it as that user", pid)
+	} else if err != nil {
+		return os.Remove(c.pidFile())
 	}
-	for range 300 {
-		if syscall.Kill(pid, 0) != nil {
-			fmt.Println("demo: stopped")
-			return nil
+	// The real node deletes its pods through the API and stops its
+	// programs one by one: that takes a while.
+	deadline := time.Now().Add(3 * time.Minute)
+	for syscall.Kill(pid, 0) == nil {
+		if time.Now().After(deadline) {
+			fmt.Println("demo: still running after 3 minutes; killing it")
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			for syscall.Kill(pid, 0) == nil && isDemoUp(pid) {
+				time.Sleep(100 * time.Millisecond)
+			}
+			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	_ = syscall.Kill(pid, syscall.SIGKILL)
+	_ = os.Remove(c.pidFile())
+	fmt.Println("demo: stopped")
 	return nil
 }
 
-// waitDaemonSet waits until the manager's agent DaemonSet has a Ready
-// (kwok) pod on every node, and shows it.
-func waitDaemonSet(ctx context.Context, c client.Client, kubectl func(...string) error) error {
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		ds := &appsv1.DaemonSet{}
-		err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: "nodeaccess-agent"}, ds)
-		if err == nil && ds.Status.NumberReady == int32(len(nodes)) {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the agent DaemonSet has no Ready pod on every node after 90s (%v); see _demo/logs/", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	return kubectl("get", "daemonset,pods", "-n", namespace, "-o", "wide")
-}
-
-func newClient(kubeconfig string) (client.Client, error) {
-	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+// isDemoUp says whether pid is a `demo up` process (and not another that
+// took the number of a demo gone without removing its PID file).
+func isDemoUp(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	if err != nil {
-		return nil, err
+		return false
 	}
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return nil, err
-	}
-	if err := nav1.AddToScheme(scheme); err != nil {
-		return nil, err
-	}
-	return client.New(cfg, client.Options{Scheme: scheme})
+	args := strings.Split(strings.TrimRight(string(data), "\x00"), "\x00")
+	return len(args) > 1 && args[len(args)-1] == "up"
 }
 
 func envOr(name, def string) string {
@@ -405,4 +359,12 @@ func envOr(name, def string) string {
 	return def
 }
 
-func step(msg string) { fmt.Printf("\n==> %s\n", msg) }
+// lastLine is the last non-empty line of a log file.
+func lastLine(file string) string {
+	data, _ := os.ReadFile(file)
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	return oneLine(lines[len(lines)-1])
+}
+
+// oneLine squeezes a message into one line.
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

@@ -1,6 +1,7 @@
 package localcluster
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -10,11 +11,63 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
-// cgroupRootName is the cgroup under which the node's kubelet puts its pods
-// (in every hierarchy): one per node name, made and removed by the node.
-func cgroupRootName(node string) string { return "nodeaccess-" + node }
+// cgroupPrefix starts the name of every real node's cgroup root.
+const cgroupPrefix = "nodeaccess-"
+
+// CgroupName is the cgroup, in every hierarchy, under which the real node
+// named node puts its pods unless RealNodeOptions.CgroupName says
+// otherwise: one per node name, made and removed by the node.
+func CgroupName(node string) string { return cgroupPrefix + node }
+
+// IsRealNodeCgroup says whether a cgroup (a path in a hierarchy) is the
+// cgroup root of some real node.
+func IsRealNodeCgroup(path string) bool {
+	return strings.HasPrefix(filepath.Base(path), cgroupPrefix)
+}
+
+// CheckCgroups says why a real node cannot make its cgroups on this
+// machine (no cgroup hierarchy mounted, or one that may not be written),
+// or returns nil.
+func CheckCgroups() error {
+	mounts, err := cgroupMounts()
+	if err != nil {
+		return fmt.Errorf("reading the mount table: %w", err)
+	}
+	if len(mounts) == 0 {
+		return errors.New("no cgroup hierarchy is mounted")
+	}
+	for mnt := range mounts {
+		if err := unix.Access(mnt, unix.W_OK); err != nil {
+			return fmt.Errorf("cgroup hierarchy %s is not writable: %w", mnt, err)
+		}
+	}
+	return nil
+}
+
+// RemoveCgroups removes the cgroups named name (a real node's cgroup root,
+// see RealNodeOptions.CgroupName) and those under them from every
+// hierarchy, deepest first: what a real node whose run was killed left.
+// A cgroup that still holds a process cannot be removed, and is named in
+// the error.
+func RemoveCgroups(name string) error {
+	if name == "" || strings.ContainsRune(name, '/') || name == "." || name == ".." {
+		return fmt.Errorf("%q is not a cgroup name", name)
+	}
+	mounts, err := cgroupMounts()
+	if err != nil {
+		return err
+	}
+	var roots []string
+	for mnt := range mounts {
+		roots = append(roots, filepath.Join(mnt, name))
+	}
+	slices.Sort(roots)
+	return removeCgroupRoots(roots)
+}
 
 // cgroupMounts are the machine's cgroup hierarchies: their mount points,
 // and whether each is a cgroup v2 hierarchy.

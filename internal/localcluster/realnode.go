@@ -53,6 +53,12 @@ type RealNodeOptions struct {
 	SandboxImage string
 	// Labels are set on the Node once it registered.
 	Labels map[string]string
+	// CgroupName is the cgroup, in every hierarchy of the machine, under
+	// which the kubelet puts the node's pods (CgroupName(Name) when
+	// empty). It must start with "nodeaccess-" and be the node's alone:
+	// give it a name of its own when another real node of the same name
+	// may run on the machine at the same time (a demo and a test, say).
+	CgroupName string
 }
 
 // RealNode is a real Kubernetes node of the local cluster: Debian's
@@ -82,6 +88,12 @@ func (c *Cluster) AddRealNode(ctx context.Context, opts RealNodeOptions) (_ *Rea
 	}
 	if opts.Name == "" || opts.Dir == "" || opts.BinDir == "" || opts.SandboxImage == "" {
 		return nil, errors.New("a real node needs a name, a directory, a binary directory and a sandbox image")
+	}
+	if opts.CgroupName == "" {
+		opts.CgroupName = CgroupName(opts.Name)
+	}
+	if !IsRealNodeCgroup(opts.CgroupName) || strings.ContainsRune(opts.CgroupName, '/') {
+		return nil, fmt.Errorf("cgroup name %q: a real node's cgroup is one name starting with %q", opts.CgroupName, cgroupPrefix)
 	}
 	ip := net.ParseIP(c.opts.Address)
 	if ip == nil || ip.IsLoopback() {
@@ -117,7 +129,7 @@ func (c *Cluster) AddRealNode(ctx context.Context, opts RealNodeOptions) (_ *Rea
 	if err := n.writeConfig(); err != nil {
 		return nil, err
 	}
-	if n.cgroupRoots, err = makeCgroupRoot(cgroupRootName(opts.Name)); err != nil {
+	if n.cgroupRoots, err = makeCgroupRoot(opts.CgroupName); err != nil {
 		return nil, err
 	}
 	if err := n.StartContainerd(ctx); err != nil {
@@ -230,7 +242,7 @@ func (n *RealNode) writeConfig() error {
 	files := map[string]string{
 		"containerd.toml":                  containerdConfig(o.SandboxImage, n.path("cni/net.d")),
 		"cni/net.d/10-nodeaccess.conflist": cniConfig(),
-		"kubelet.yaml":                     kubeletConfig(n.ip, "/"+cgroupRootName(o.Name), ca, pki.path("kubelet-serving.crt"), pki.path("kubelet-serving.key")),
+		"kubelet.yaml":                     kubeletConfig(n.ip, "/"+o.CgroupName, ca, pki.path("kubelet-serving.crt"), pki.path("kubelet-serving.key")),
 		"kube-proxy.yaml":                  kubeProxyConfig(o.Name, n.ip, n.path("kube-proxy.kubeconfig")),
 	}
 	for name, content := range files {

@@ -210,14 +210,9 @@ func outside() int {
 		fmt.Fprintf(os.Stderr, "realnode: the machine's mount table or files changed: now %v, was %v\n", added, removed)
 		code = 1
 	}
-	// Other real nodes of this machine (another run, the demo) make
-	// cgroups named after their own node meanwhile: not this run's.
-	added, _ := diff(cgroupsBefore, cgroupsAfter)
-	added = slices.DeleteFunc(added, func(c string) bool {
-		base := filepath.Base(c)
-		return strings.HasPrefix(base, "nodeaccess-") && base != "nodeaccess-"+nodeName
-	})
-	if len(added) > 0 {
+	// Other real nodes of this machine (another run, the demo) make and
+	// remove cgroups of their own meanwhile: not this run's.
+	if added := ownCgroups(diff(cgroupsBefore, cgroupsAfter)); len(added) > 0 {
 		fmt.Fprintf(os.Stderr, "realnode: cgroups left on the machine: %v\n", added)
 		code = 1
 	}
@@ -284,6 +279,18 @@ func machineState() (mounts, cgroups []string, err error) {
 	slices.Sort(mounts)
 	slices.Sort(cgroups)
 	return mounts, cgroups, sc.Err()
+}
+
+// ownCgroups drops from added the cgroup roots of other real nodes (a
+// demo left running, say), which come and go on their own.
+func ownCgroups(added, _ []string) []string {
+	var own []string
+	for _, c := range added {
+		if !localcluster.IsRealNodeCgroup(c) || filepath.Base(c) == localcluster.CgroupName(nodeName) {
+			own = append(own, c)
+		}
+	}
+	return own
 }
 
 // diff says what b has that a lacks, and what a has that b lacks.
