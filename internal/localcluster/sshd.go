@@ -215,6 +215,19 @@ func (s *SSHD) Processes() map[int]string {
 	return out
 }
 
+// ReopenLogs makes rsyslogd close and reopen its files (SIGHUP), as
+// logrotate's postrotate does after renaming auth.log: until then it
+// writes on into the renamed file.
+func (s *SSHD) ReopenLogs() error {
+	if s.rsyslog == nil || s.rsyslog.exited() {
+		return errors.New("rsyslogd does not run")
+	}
+	if err := syscall.Kill(s.rsyslog.cmd.Process.Pid, syscall.SIGHUP); err != nil {
+		return fmt.Errorf("signalling rsyslogd: %w", err)
+	}
+	return nil
+}
+
 // Stop stops sshd (and the sessions it runs), then rsyslogd.
 func (s *SSHD) Stop() {
 	for _, p := range []*proc{s.sshd, s.rsyslog} {
