@@ -3,6 +3,7 @@ package realnode
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -35,8 +36,10 @@ const endWithin = 5 * time.Second
 // spec.config.env roll the agent DaemonSet once, its pod then runs as
 // rendered with the node's /var/log read-only and the node's PID
 // namespace (hostPID), which is the namespace of the node's kubelet,
-// containerd and sshd. The node's sshd logs as a Debian node's does:
-// through rsyslogd and /dev/log into the node's own /var/log/auth.log.
+// containerd and sshd. The node's sshd logs as a Debian node's with
+// systemd does: to journald's /dev/log, which keeps the node's journal in
+// /var/log/journal and forwards to rsyslogd, which writes the node's own
+// /var/log/auth.log.
 //
 //   - alice and bob log in with keys of two NodeAccess objects: each
 //     login is attributed to its NodeAccess, account and key comment,
@@ -46,7 +49,8 @@ const endWithin = 5 * time.Second
 //   - lines bob forges with logger(1) naming a managed key's fingerprint
 //     (naming his own process, alice's session as his, a second line for
 //     alice's session) are never trusted, and the second disputes alice's
-//     real login;
+//     real login; in auth.log they read as sshd's own lines, only the
+//     journal records their sender (_PID, _UID);
 //   - logrotate's rotation (rename, a login into the renamed file, HUP,
 //     a login into the new file), with the agent frozen throughout, loses
 //     no login;
@@ -162,6 +166,34 @@ func TestLoginsAreTrackedAndRevokedSessionsEndOnTheRealNode(t *testing.T) {
 				t.Errorf("a forged login is trusted: %+v", l)
 			}
 		}
+		// In auth.log the forged line reads as sshd's own; only the
+		// journal knows who sent each (its _PID and _UID, which never
+		// reach the file).
+		for _, l := range accepted(t) {
+			if l.From == "10.9.9.1" && (l.Program != "sshd" || l.PID != sleeper.Process.Pid) {
+				t.Errorf("the forged line in auth.log: %+v", l)
+			}
+		}
+		testenv.Eventually(t, 10*time.Second, "the journal's senders of alice's login and of bob's forgery", func() error {
+			entries, err := journal()
+			if err != nil {
+				return err
+			}
+			real := fmt.Sprintf("Accepted publickey for %s from %s port %d ", alice.Name, node.IP(), a.port)
+			var found []string
+			for _, e := range entries {
+				switch {
+				case strings.HasPrefix(e["MESSAGE"], real) && e["_PID"] == strconv.Itoa(a.pid) && e["SYSLOG_PID"] == e["_PID"] && e["_UID"] == "0" && e["_COMM"] == "sshd":
+					found = append(found, "alice")
+				case strings.Contains(e["MESSAGE"], " from 10.9.9.1 ") && e["SYSLOG_PID"] == strconv.Itoa(sleeper.Process.Pid) && e["_PID"] != e["SYSLOG_PID"] && e["_UID"] == strconv.Itoa(bob.UID):
+					found = append(found, "forged")
+				}
+			}
+			if slices.Sort(found); !slices.Equal(found, []string{"alice", "forged"}) {
+				return fmt.Errorf("found %v in the journal's %d sshd entries", found, len(entries))
+			}
+			return nil
+		})
 	})
 
 	t.Run("rotation", func(t *testing.T) {
@@ -398,6 +430,30 @@ func forge(t *testing.T, pid int, user, from, fp string) {
 	if err != nil {
 		t.Fatalf("logger: %v\n%s", err, out)
 	}
+}
+
+// journal is journald's entries tagged sshd, as journalctl reads them from
+// the node's /var/log/journal: their string fields.
+func journal() ([]map[string]string, error) {
+	out, err := exec.Command("journalctl", "--directory=/var/log/journal", "--no-pager", "-o", "json", "SYSLOG_IDENTIFIER=sshd").Output()
+	if err != nil {
+		return nil, fmt.Errorf("journalctl: %w", err)
+	}
+	var entries []map[string]string
+	for _, line := range bytes.Split(bytes.TrimSpace(out), []byte("\n")) {
+		var raw map[string]any
+		if err := json.Unmarshal(line, &raw); err != nil {
+			return nil, fmt.Errorf("reading journalctl's output: %w", err)
+		}
+		e := map[string]string{}
+		for k, v := range raw {
+			if s, ok := v.(string); ok {
+				e[k] = s
+			}
+		}
+		entries = append(entries, e)
+	}
+	return entries, nil
 }
 
 // holds says whether the process has the file open.
