@@ -2,7 +2,8 @@
 # Installs the Debian packages a real node of the local cluster needs, when
 # they are missing: a container runtime (containerd, runc), the CNI plugins,
 # iptables (kube-proxy's iptables mode), iproute2, OpenSSH's server and
-# client, and rsyslog. Quiet when everything is there.
+# client, rsyslog, and systemd (for its journald and journalctl only; it is
+# never started as the machine's init). Quiet when everything is there.
 #
 #   hack/node-packages.sh [PKG...]           install what is missing (root, apt)
 #   hack/node-packages.sh --check [PKG...]   only say what is missing (exit 1 if anything is)
@@ -23,7 +24,7 @@ if [[ ${1:-} == --check ]]; then
 	check=true
 	shift
 fi
-packages=(containerd runc containernetworking-plugins iptables iproute2 openssh-server openssh-client rsyslog)
+packages=(containerd runc containernetworking-plugins iptables iproute2 openssh-server openssh-client rsyslog systemd)
 if (($#)); then
 	packages=("$@")
 fi

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 )
 
 // The machine's OpenSSH and rsyslog (Debian's packages; see hack/node-packages.sh).
@@ -25,6 +26,13 @@ const (
 	sshdBin     = "/usr/sbin/sshd"
 	sshBin      = "/usr/bin/ssh"
 	rsyslogdBin = "/usr/sbin/rsyslogd"
+	journaldBin = "/lib/systemd/systemd-journald"
+	// journaldConf is the file journald reads its settings from; with
+	// Journald a file of the node's own is bind-mounted over it, in the
+	// namespaces only.
+	journaldConf = "/etc/systemd/journald.conf"
+	// journalDir is journald's runtime directory: its sockets.
+	journalDir = "/run/systemd/journal"
 	// AuthLog is where the node's sshd logs, through rsyslog, in the
 	// namespaces' /var/log.
 	AuthLog = "/var/log/auth.log"
@@ -40,6 +48,12 @@ type SSHDOptions struct {
 	// RootKeyLogins lets root log in with a key (PermitRootLogin
 	// prohibit-password); by default root may not log in at all.
 	RootKeyLogins bool
+	// Journald puts systemd-journald (Debian's systemd package) between
+	// sshd and rsyslogd, as on a Debian node with systemd: /dev/log is
+	// journald's socket, journald keeps its journal under the namespaces'
+	// /var/log/journal and forwards every message to rsyslogd's socket
+	// (ForwardToSyslog), which writes auth.log as before.
+	Journald bool
 }
 
 // SSHD is Debian's OpenSSH server running as a node's sshd would, inside
@@ -51,6 +65,8 @@ type SSHD struct {
 	opts       SSHDOptions
 	sshd       *proc
 	rsyslog    *proc
+	journald   *proc
+	confMount  bool
 	knownHosts string
 }
 
@@ -62,7 +78,11 @@ func StartSSHD(ctx context.Context, opts SSHDOptions) (_ *SSHD, err error) {
 	if opts.Port == 0 {
 		opts.Port = 22
 	}
-	for _, p := range []string{sshdBin, sshBin, rsyslogdBin} {
+	programs := []string{sshdBin, sshBin, rsyslogdBin}
+	if opts.Journald {
+		programs = append(programs, journaldBin, journaldConf)
+	}
+	for _, p := range programs {
 		if _, err := os.Stat(p); err != nil {
 			return nil, fmt.Errorf("the node's sshd needs %s (hack/node-packages.sh installs it)", p)
 		}
@@ -99,10 +119,19 @@ func StartSSHD(ctx context.Context, opts SSHDOptions) (_ *SSHD, err error) {
 	if err := os.WriteFile(s.knownHosts, []byte(host+" "+pub+"\n"), 0o600); err != nil {
 		return nil, err
 	}
+	// rsyslogd listens on /dev/log, or, behind journald, on the socket
+	// journald forwards to.
+	syslogSocket := "/dev/log"
+	if opts.Journald {
+		syslogSocket = journalDir + "/syslog"
+		if err := os.MkdirAll(journalDir, 0o755); err != nil {
+			return nil, err
+		}
+	}
 	files := map[string]string{
 		"rsyslog.conf": `# The node's syslog: sshd's authentication messages into /var/log/auth.log.
 global(workDirectory="` + filepath.Join(opts.Dir, "rsyslog") + `")
-module(load="imuxsock" SysSock.Name="/dev/log")
+module(load="imuxsock" SysSock.Name="` + syslogSocket + `")
 auth,authpriv.* action(type="omfile" file="` + AuthLog + `" fileCreateMode="0640")
 `,
 		"sshd_config": `# The node's sshd: its own host key, keys only, no PAM, StrictModes.
@@ -124,32 +153,35 @@ PrintMotd no
 PrintLastLog no
 Subsystem sftp internal-sftp
 `,
+		"journald.conf": `# The node's journald: a persistent journal in /var/log/journal, every
+# message forwarded to rsyslogd; the kernel's log neither read nor written.
+[Journal]
+Storage=persistent
+ForwardToSyslog=yes
+ForwardToKMsg=no
+ForwardToConsole=no
+ForwardToWall=no
+ReadKMsg=no
+`,
 	}
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(opts.Dir, name), []byte(content), 0o600); err != nil {
 			return nil, err
 		}
 	}
-	if s.rsyslog, err = startLogged(filepath.Join(opts.Dir, "rsyslogd.log"), rsyslogdBin, "-n", "-f", filepath.Join(opts.Dir, "rsyslog.conf"), "-i", filepath.Join(opts.Dir, "rsyslogd.pid")); err != nil {
+	if s.rsyslog, err = startLogged(filepath.Join(opts.Dir, "rsyslogd.log"), nil, rsyslogdBin, "-n", "-f", filepath.Join(opts.Dir, "rsyslog.conf"), "-i", filepath.Join(opts.Dir, "rsyslogd.pid")); err != nil {
 		return nil, err
 	}
-	if err := waitFor(ctx, 20*time.Second, "rsyslogd's /dev/log", func() error {
-		if s.rsyslog.exited() {
-			return fmt.Errorf("rsyslogd %w (see %s)", errExited, filepath.Join(opts.Dir, "rsyslogd.log"))
-		}
-		fi, err := os.Lstat("/dev/log")
-		if err != nil {
-			return err
-		}
-		if fi.Mode()&os.ModeSocket == 0 {
-			return errors.New("/dev/log is not a socket")
-		}
-		return nil
-	}); err != nil {
+	if err := waitSocket(ctx, s.rsyslog, "rsyslogd", syslogSocket, filepath.Join(opts.Dir, "rsyslogd.log")); err != nil {
 		return nil, err
+	}
+	if opts.Journald {
+		if err := s.startJournald(ctx); err != nil {
+			return nil, err
+		}
 	}
 	// -D: stay in the foreground; without -e it logs to syslog.
-	if s.sshd, err = startLogged(filepath.Join(opts.Dir, "sshd.log"), sshdBin, "-D", "-f", filepath.Join(opts.Dir, "sshd_config")); err != nil {
+	if s.sshd, err = startLogged(filepath.Join(opts.Dir, "sshd.log"), nil, sshdBin, "-D", "-f", filepath.Join(opts.Dir, "sshd_config")); err != nil {
 		return nil, err
 	}
 	addr := net.JoinHostPort(opts.Address, strconv.Itoa(opts.Port))
@@ -172,6 +204,62 @@ Subsystem sftp internal-sftp
 		return nil, err
 	}
 	return s, nil
+}
+
+// startJournald starts systemd-journald with the node's journald.conf
+// and makes /dev/log its socket.
+func (s *SSHD) startJournald(ctx context.Context) error {
+	if err := os.MkdirAll("/var/log/journal", 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount(filepath.Join(s.opts.Dir, "journald.conf"), journaldConf, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("mounting the node's journald.conf: %w", err)
+	}
+	s.confMount = true
+	logFile := filepath.Join(s.opts.Dir, "journald.log")
+	var err error
+	// Its own messages to its standard error, not the kernel's log.
+	if s.journald, err = startLogged(logFile, []string{"SYSTEMD_LOG_TARGET=console"}, journaldBin); err != nil {
+		return err
+	}
+	if err := waitSocket(ctx, s.journald, "journald", journalDir+"/dev-log", logFile); err != nil {
+		return err
+	}
+	// What systemd-journal-flush does at boot: from now on the journal is
+	// written to /var/log/journal, not /run/log/journal.
+	if err := syscall.Kill(s.journald.cmd.Process.Pid, syscall.SIGUSR1); err != nil {
+		return fmt.Errorf("telling journald to flush: %w", err)
+	}
+	if err := waitFor(ctx, 20*time.Second, "journald's journal in /var/log/journal", func() error {
+		if files, _ := filepath.Glob("/var/log/journal/*/system.journal"); len(files) == 0 {
+			return errors.New("no system.journal")
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	// As systemd's systemd-journald-dev-log.socket makes it.
+	if err := os.Symlink(journalDir+"/dev-log", "/dev/log"); err != nil {
+		return fmt.Errorf("linking /dev/log to journald: %w", err)
+	}
+	return nil
+}
+
+// waitSocket waits until the program p made the socket path.
+func waitSocket(ctx context.Context, p *proc, name, path, logFile string) error {
+	return waitFor(ctx, 20*time.Second, name+"'s "+path, func() error {
+		if p.exited() {
+			return fmt.Errorf("%s %w (see %s)", name, errExited, logFile)
+		}
+		fi, err := os.Lstat(path)
+		if err != nil {
+			return err
+		}
+		if fi.Mode()&os.ModeSocket == 0 {
+			return errors.New(path + " is not a socket")
+		}
+		return nil
+	})
 }
 
 // checkPrivsepUser refuses to start without sshd's privilege separation
@@ -204,10 +292,10 @@ func (s *SSHD) Login(ctx context.Context, user, identity string, command ...stri
 	return out.Bytes(), err
 }
 
-// Processes are sshd's and rsyslogd's PIDs, with their names.
+// Processes are sshd's, rsyslogd's and journald's PIDs, with their names.
 func (s *SSHD) Processes() map[int]string {
 	out := map[int]string{}
-	for name, p := range map[string]*proc{"sshd": s.sshd, "rsyslogd": s.rsyslog} {
+	for name, p := range map[string]*proc{"sshd": s.sshd, "rsyslogd": s.rsyslog, "systemd-journald": s.journald} {
 		if p != nil && !p.exited() {
 			out[p.cmd.Process.Pid] = name
 		}
@@ -215,9 +303,34 @@ func (s *SSHD) Processes() map[int]string {
 	return out
 }
 
-// Stop stops sshd (and the sessions it runs), then rsyslogd.
+// ReopenLogs makes rsyslogd close and reopen its files (SIGHUP), as
+// logrotate's postrotate does after renaming auth.log: until then it
+// writes on into the renamed file.
+func (s *SSHD) ReopenLogs() error {
+	if s.rsyslog == nil || s.rsyslog.exited() {
+		return errors.New("rsyslogd does not run")
+	}
+	if err := syscall.Kill(s.rsyslog.cmd.Process.Pid, syscall.SIGHUP); err != nil {
+		return fmt.Errorf("signalling rsyslogd: %w", err)
+	}
+	return nil
+}
+
+// Stop stops sshd (and the sessions it runs), then journald and rsyslogd,
+// and removes what journald needed.
 func (s *SSHD) Stop() {
-	for _, p := range []*proc{s.sshd, s.rsyslog} {
+	defer func() {
+		if s.confMount {
+			_ = unix.Unmount(journaldConf, unix.MNT_DETACH)
+			s.confMount = false
+		}
+		if s.opts.Journald {
+			if target, err := os.Readlink("/dev/log"); err == nil && target == journalDir+"/dev-log" {
+				_ = os.Remove("/dev/log")
+			}
+		}
+	}()
+	for _, p := range []*proc{s.sshd, s.journald, s.rsyslog} {
 		if p == nil {
 			continue
 		}
@@ -254,14 +367,16 @@ func WriteKeyPair(path, comment string) (string, error) {
 }
 
 // startLogged starts a program in its own process group with its output
-// in logFile; it dies with this process.
-func startLogged(logFile, bin string, args ...string) (*proc, error) {
+// in logFile, with env added to this process's environment; it dies with
+// this process.
+func startLogged(logFile string, env []string, bin string, args ...string) (*proc, error) {
 	logf, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
 	}
 	defer logf.Close()
 	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -41,10 +41,16 @@ var installEnv = []corev1.EnvVar{{Name: "NODEACCESS_AGENT_RESTART_IN_PLACE", Val
 // renderedAgent is the agent pod spec the manager renders for the
 // install's settings, with these home roots and root setting.
 func renderedAgent(roots []string, allowRoot bool) corev1.PodSpec {
-	return agentdaemonset.DaemonSet(agentdaemonset.Options{
+	return agentdaemonset.DaemonSet(agentOptions(roots, allowRoot)).Spec.Template.Spec
+}
+
+// agentOptions are the manager's agent settings for the install's
+// environment, with these home roots and root setting.
+func agentOptions(roots []string, allowRoot bool) agentdaemonset.Options {
+	return agentdaemonset.Options{
 		Namespace: namespace, Image: imageRef, MaxUnavailable: intstr.FromString("10%"), SSHDPort: 22,
 		HomeRoots: roots, AllowRoot: allowRoot, RestartInPlace: true,
-	}).Spec.Template.Spec
+	}
 }
 
 // install subscribes to the operator from the catalog served at address,

@@ -195,7 +195,7 @@ func TestAgentPodRunsAsRendered(t *testing.T) {
 func compareAgentPod(t *testing.T, pod *corev1.Pod, want corev1.PodSpec) {
 	t.Helper()
 	got := pod.Spec
-	if got.NodeName != nodeName || got.HostPID || got.HostNetwork || got.HostIPC || got.HostPID != want.HostPID || got.HostNetwork != want.HostNetwork {
+	if got.NodeName != nodeName || got.HostPID != want.HostPID || got.HostNetwork || got.HostIPC || got.HostNetwork != want.HostNetwork {
 		t.Errorf("agent pod on %q, hostPID %v, hostNetwork %v, hostIPC %v", got.NodeName, got.HostPID, got.HostNetwork, got.HostIPC)
 	}
 	gc, wc := got.Containers[0], want.Containers[0]
@@ -256,27 +256,37 @@ func compareAgentPod(t *testing.T, pod *corev1.Pod, want corev1.PodSpec) {
 // one of its /proc files.
 func process(t *testing.T, name, file string) []byte {
 	t.Helper()
+	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(processPID(t, name)), file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// processPID is the PID of the one process of the namespaces' PID
+// namespace whose command line starts with name.
+func processPID(t *testing.T, name string) int {
+	t.Helper()
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var found []byte
+	found := 0
 	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
 			continue
 		}
 		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
 		if err != nil || !bytes.HasPrefix(cmdline, []byte(name+"\x00")) {
 			continue
 		}
-		if found != nil {
+		if found != 0 {
 			t.Fatalf("more than one %s process", name)
 		}
-		if found, err = os.ReadFile(filepath.Join("/proc", e.Name(), file)); err != nil {
-			t.Fatal(err)
-		}
+		found = pid
 	}
-	if found == nil {
+	if found == 0 {
 		t.Fatalf("no %s process on the node", name)
 	}
 	return found

@@ -112,7 +112,7 @@ func setSubscriptionEnv(t *testing.T, env []corev1.EnvVar) {
 			}
 		}
 		if s := dep.Status; s.ObservedGeneration != dep.Generation || s.UpdatedReplicas != 1 || s.AvailableReplicas != 1 || s.Replicas != 1 {
-			return fmt.Errorf("the manager's rollout: %+v", s)
+			return fmt.Errorf("the manager's rollout: %+v; pods %s", s, managerPodStates())
 		}
 		_, err := managerPod(ctx)
 		return err
@@ -130,4 +130,30 @@ func agentDaemonSetFor(roots []string, allowRoot bool) func(*appsv1.DaemonSet) e
 		}
 		return nil
 	}
+}
+
+// managerPodStates says what each manager pod is doing, for a rollout
+// that does not finish.
+func managerPodStates() string {
+	var pods corev1.PodList
+	if err := k8s.List(context.Background(), &pods, client.InNamespace(namespace), client.MatchingLabels{"app.kubernetes.io/component": "manager"}); err != nil {
+		return err.Error()
+	}
+	var states []string
+	for _, p := range pods.Items {
+		s := p.Name + " " + string(p.Status.Phase)
+		if p.DeletionTimestamp != nil {
+			s += " terminating"
+		}
+		for _, c := range p.Status.Conditions {
+			if c.Status != corev1.ConditionTrue {
+				s += fmt.Sprintf(" %s=%s (%s)", c.Type, c.Status, c.Message)
+			}
+		}
+		for _, cs := range p.Status.ContainerStatuses {
+			s += fmt.Sprintf(" ready=%v restarts=%d %+v", cs.Ready, cs.RestartCount, cs.State)
+		}
+		states = append(states, s)
+	}
+	return strings.Join(states, "; ")
 }

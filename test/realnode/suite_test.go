@@ -382,8 +382,10 @@ func inside(m *testing.M) int {
 	}
 	// sshd runs before the agents start, so that their first probe
 	// publishes its host keys. Root may log in with a key: whether root
-	// gets one is the operator's decision (--allow-root-user).
-	if sshd, err = localcluster.StartSSHD(ctx, localcluster.SSHDOptions{Dir: filepath.Join(workDir, "sshd"), Address: node.IP(), RootKeyLogins: true}); err != nil {
+	// gets one is the operator's decision (--allow-root-user). It logs as
+	// on a Debian node with systemd: to journald, which forwards to
+	// rsyslogd, which writes /var/log/auth.log.
+	if sshd, err = localcluster.StartSSHD(ctx, localcluster.SSHDOptions{Dir: filepath.Join(workDir, "sshd"), Address: node.IP(), RootKeyLogins: true, Journald: true}); err != nil {
 		return fail(err)
 	}
 	defer sshd.Stop()
