@@ -185,6 +185,9 @@ func outside() int {
 		}
 	}
 	fmt.Fprintf(os.Stderr, "realnode: images and plugin built in %s\n", time.Since(start).Round(100*time.Millisecond))
+	if err := buildReleasedImage(root, dir); err != nil {
+		return fail(err)
+	}
 	nsDir := filepath.Join(dir, "namespaces")
 	if err := os.MkdirAll(nsDir, 0o700); err != nil {
 		return fail(err)
@@ -362,7 +365,7 @@ func inside(m *testing.M) int {
 	images := filepath.Join(workDir, "images")
 	node, err = cluster.AddRealNode(ctx, localcluster.RealNodeOptions{
 		Name: nodeName, Dir: filepath.Join(workDir, "node"), BinDir: k8sBin, SandboxImage: pauseRef,
-		Images: []string{filepath.Join(images, "pause.tar"), filepath.Join(images, "operator.tar")},
+		Images: []string{filepath.Join(images, "pause.tar"), filepath.Join(images, "operator.tar"), releasedImageArchive(workDir)},
 		Labels: map[string]string{"pool": "real"},
 	})
 	defer func() {
@@ -384,18 +387,11 @@ func inside(m *testing.M) int {
 		return fail(err)
 	}
 	fmt.Fprintf(os.Stderr, "realnode: cluster, OLM, node and sshd up in %s\n", time.Since(start).Round(100*time.Millisecond))
-	installStart := time.Now()
-	catalog, err := olm.ServeCatalog(ctx, filepath.Join(root, "catalog"))
+	// The released version first, then the upgrade to this one: every
+	// test runs on an upgraded install.
+	stopCatalogs, err := installAndUpgrade(ctx, root)
+	defer stopCatalogs()
 	if err != nil {
-		return fail(err)
-	}
-	defer catalog.Stop()
-	if err := install(ctx, catalog.Address); err != nil {
-		return fail(err)
-	}
-	installed = time.Since(installStart)
-	fmt.Fprintf(os.Stderr, "realnode: installed through OLM, agent running and sshd's host keys published in %s\n", installed.Round(100*time.Millisecond))
-	if sshConfig, err = writeSSHConfig(ctx); err != nil {
 		return fail(err)
 	}
 	return m.Run()
