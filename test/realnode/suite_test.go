@@ -10,7 +10,7 @@
 // names it and imported into the node's containerd: first the released
 // 0.1.0, from a catalog holding only it, with its image built from its
 // recorded commit; then, a grant logging in back to back, the upgrade to
-// this version through the Subscription (upgrade_test.go), so that every
+// this version through the Subscription (install_upgrade_test.go), so that every
 // test runs on an upgraded install. The CSV's Deployment
 // then runs the manager as a real pod on the real node, reaching the API
 // server through the kubernetes Service; the manager creates the agent
