@@ -292,6 +292,11 @@ func (s *SSHD) Login(ctx context.Context, user, identity string, command ...stri
 	return out.Bytes(), err
 }
 
+// KnownHosts is a known_hosts file naming sshd's own host key at its
+// address, written when it started: the truth that a published host key
+// is checked against.
+func (s *SSHD) KnownHosts() string { return s.knownHosts }
+
 // Processes are sshd's, rsyslogd's and journald's PIDs, with their names.
 func (s *SSHD) Processes() map[int]string {
 	out := map[int]string{}

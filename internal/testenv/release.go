@@ -6,9 +6,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/nodeaccess/nodeaccess-operator/internal/image"
 )
 
 // Release is one released version, as hack/releases.yaml records it.
@@ -31,10 +34,16 @@ func Releases() ([]Release, error) {
 	return rs, nil
 }
 
+// releaseBuild says how a release's binaries are built: as its image holds
+// them (static, -trimpath, stripped, as the release's Dockerfile builds
+// them), so that they run in a FROM-scratch image as well as on the machine.
+const releaseBuild = "CGO_ENABLED=0 -trimpath -ldflags=-s -w"
+
 // ReleaseBinaries builds the manager and agent of a released version from
 // its commit, taken from the clone's own history (git archive; nothing is
 // downloaded but Go modules), into bin/release/<version>/ and returns that
-// directory. A build already there for the same commit is reused.
+// directory. A build already there for the same commit and build flags is
+// reused.
 func ReleaseBinaries(version string) (string, error) {
 	rs, err := Releases()
 	if err != nil {
@@ -51,7 +60,8 @@ func ReleaseBinaries(version string) (string, error) {
 	}
 	out := filepath.Join(RepoRoot(), "bin", "release", version)
 	stamp := filepath.Join(out, ".commit")
-	if got, err := os.ReadFile(stamp); err == nil && strings.TrimSpace(string(got)) == rel.Commit {
+	want := rel.Commit + " " + releaseBuild
+	if got, err := os.ReadFile(stamp); err == nil && strings.TrimSpace(string(got)) == want {
 		return out, nil
 	}
 	src, err := os.MkdirTemp("", "nodeaccess-release-"+version)
@@ -75,11 +85,45 @@ func ReleaseBinaries(version string) (string, error) {
 		return "", err
 	}
 	for _, b := range []struct{ name, pkg string }{{"manager", "."}, {"agent", "./cmd/agent"}} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(out, b.name), b.pkg)
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(out, b.name), b.pkg)
 		cmd.Dir = src
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if output, err := cmd.CombinedOutput(); err != nil {
 			return "", fmt.Errorf("building the %s %s: %w: %s", version, b.name, err, output)
 		}
 	}
-	return out, os.WriteFile(stamp, []byte(rel.Commit+"\n"), 0o644)
+	return out, os.WriteFile(stamp, []byte(want+"\n"), 0o644)
+}
+
+// ReleaseImage writes the image archive of a released version to out,
+// tagged ref: its manager (the entrypoint) and agent from ReleaseBinaries,
+// as the non-root user 65532, written by internal/image as the current
+// operator image is. The release's scorecard test binary, which nothing on
+// a node runs, is left out.
+func ReleaseImage(version, ref, out string) error {
+	dir, err := ReleaseBinaries(version)
+	if err != nil {
+		return err
+	}
+	var files []image.File
+	for _, name := range []string{"manager", "agent"} {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			return err
+		}
+		files = append(files, image.File{Path: "/" + name, Mode: 0o755, Data: data})
+	}
+	var buf bytes.Buffer
+	if _, err := image.Write(&buf, image.Config{
+		Ref: ref, Entrypoint: []string{"/manager"}, User: "65532:65532", OS: "linux", Architecture: runtime.GOARCH,
+	}, files); err != nil {
+		return fmt.Errorf("writing the %s image: %w", version, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(out+".part", buf.Bytes(), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(out+".part", out)
 }

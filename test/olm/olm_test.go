@@ -32,7 +32,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -232,48 +231,8 @@ func TestInstallThenUpgradeThroughASubscription(t *testing.T) {
 func catalogUpTo(t *testing.T, root, csvName string) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "catalog")
-	pkgDir := filepath.Join(dir, packageName)
-	must(t, os.MkdirAll(pkgDir, 0o755))
-	version := strings.TrimPrefix(csvName, packageName+".v")
-	data, err := os.ReadFile(filepath.Join(root, "catalog", packageName, "package.yaml"))
-	must(t, err)
-	must(t, os.WriteFile(filepath.Join(pkgDir, "package.yaml"), truncateChannels(t, data, csvName), 0o644))
-	bundle, err := os.ReadFile(filepath.Join(root, "catalog", packageName, "bundle-v"+version+".yaml"))
-	must(t, err)
-	must(t, os.WriteFile(filepath.Join(pkgDir, "bundle-v"+version+".yaml"), bundle, 0o644))
-	run(t, root, filepath.Join(k8sBin, "opm"), "validate", dir)
+	must(t, testenv.CatalogUpTo(filepath.Join(root, "catalog"), dir, packageName, csvName, filepath.Join(k8sBin, "opm")))
 	return dir
-}
-
-// truncateChannels keeps every channel's entries up to csvName.
-func truncateChannels(t *testing.T, data []byte, csvName string) []byte {
-	t.Helper()
-	var out bytes.Buffer
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-	for {
-		doc := map[string]any{}
-		if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		if doc["schema"] == "olm.channel" {
-			entries, _ := doc["entries"].([]any)
-			var keep []any
-			for _, e := range entries {
-				keep = append(keep, e)
-				if m, ok := e.(map[string]any); ok && m["name"] == csvName {
-					break
-				}
-			}
-			doc["entries"] = keep
-		}
-		b, err := yaml.Marshal(doc)
-		must(t, err)
-		out.WriteString("---\n")
-		out.Write(b)
-	}
-	return out.Bytes()
 }
 
 // repointCatalog points the CatalogSource at a newly served catalog: OLM
@@ -417,16 +376,7 @@ func agentsWriteOnlyTheirOwnReport(t *testing.T) {
 		}
 		return fmt.Errorf("none of %d agent pods", len(pods.Items))
 	})
-	clientset, err := kubernetes.NewForConfig(cluster.Config)
-	must(t, err)
-	tr, err := clientset.CoreV1().ServiceAccounts(installNamespace).CreateToken(ctx, agentdaemonset.ServiceAccountName, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptrTo(int64(600)),
-			BoundObjectRef: &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}},
-	}, metav1.CreateOptions{})
-	must(t, err)
-	cfg := rest.AnonymousClientConfig(cluster.Config)
-	cfg.BearerToken = tr.Status.Token
-	agent, err := client.New(cfg, client.Options{Scheme: k8s.Scheme()})
+	agent, err := testenv.PodTokenClient(ctx, cluster.Config, k8s.Scheme(), &pod)
 	must(t, err)
 	other := &nav1.NodeAccessReport{}
 	must(t, k8s.Get(ctx, client.ObjectKey{Name: "pool-b-1"}, other))

@@ -34,7 +34,7 @@ import (
 // Deployment. Its logs come back through the kubelet.
 func TestOperatorInstalledThroughOLMRunsOnTheRealNode(t *testing.T) {
 	ctx := context.Background()
-	t.Logf("installed through OLM in %s (Subscription to agent ready with sshd's host keys published)", installed.Round(100e6))
+	t.Logf("%s installed through OLM in %s (Subscription to its manager and agent running), then upgraded to this version", releasedCSV, installed.Round(100e6))
 	csv, err := installedCSV(ctx)
 	if err != nil {
 		t.Fatal(err)

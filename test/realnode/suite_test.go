@@ -7,7 +7,11 @@
 // catalog operators as processes) from the committed catalog/, served by
 // opm, through a CatalogSource and a Subscription, with the operator image
 // built as an archive (no daemon, no registry) tagged exactly as the CSV
-// names it and imported into the node's containerd. The CSV's Deployment
+// names it and imported into the node's containerd: first the released
+// 0.1.0, from a catalog holding only it, with its image built from its
+// recorded commit; then, a grant logging in back to back, the upgrade to
+// this version through the Subscription (install_upgrade_test.go), so that every
+// test runs on an upgraded install. The CSV's Deployment
 // then runs the manager as a real pod on the real node, reaching the API
 // server through the kubernetes Service; the manager creates the agent
 // DaemonSet, whose pod writes the node's authorized_keys; and real ssh
@@ -185,6 +189,9 @@ func outside() int {
 		}
 	}
 	fmt.Fprintf(os.Stderr, "realnode: images and plugin built in %s\n", time.Since(start).Round(100*time.Millisecond))
+	if err := buildReleasedImage(root, dir); err != nil {
+		return fail(err)
+	}
 	nsDir := filepath.Join(dir, "namespaces")
 	if err := os.MkdirAll(nsDir, 0o700); err != nil {
 		return fail(err)
@@ -369,7 +376,7 @@ func inside(m *testing.M) int {
 	images := filepath.Join(workDir, "images")
 	node, err = cluster.AddRealNode(ctx, localcluster.RealNodeOptions{
 		Name: nodeName, Dir: filepath.Join(workDir, "node"), BinDir: k8sBin, SandboxImage: pauseRef,
-		Images: []string{filepath.Join(images, "pause.tar"), filepath.Join(images, "operator.tar")},
+		Images: []string{filepath.Join(images, "pause.tar"), filepath.Join(images, "operator.tar"), releasedImageArchive(workDir)},
 		Labels: map[string]string{"pool": "real"},
 	})
 	defer func() {
@@ -393,18 +400,11 @@ func inside(m *testing.M) int {
 		return fail(err)
 	}
 	fmt.Fprintf(os.Stderr, "realnode: cluster, OLM, node and sshd up in %s\n", time.Since(start).Round(100*time.Millisecond))
-	installStart := time.Now()
-	catalog, err := olm.ServeCatalog(ctx, filepath.Join(root, "catalog"))
+	// The released version first, then the upgrade to this one: every
+	// test runs on an upgraded install.
+	stopCatalogs, err := installAndUpgrade(ctx, root)
+	defer stopCatalogs()
 	if err != nil {
-		return fail(err)
-	}
-	defer catalog.Stop()
-	if err := install(ctx, catalog.Address); err != nil {
-		return fail(err)
-	}
-	installed = time.Since(installStart)
-	fmt.Fprintf(os.Stderr, "realnode: installed through OLM, agent running and sshd's host keys published in %s\n", installed.Round(100*time.Millisecond))
-	if sshConfig, err = writeSSHConfig(ctx); err != nil {
 		return fail(err)
 	}
 	return m.Run()
