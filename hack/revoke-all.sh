@@ -21,6 +21,10 @@ if ! $KUBECTL get crd nodeaccesses.nodeaccess.io >/dev/null 2>&1; then
 	echo "revoke-all: the NodeAccess CRD is not installed; nothing to revoke"
 	exit 0
 fi
+# Their UIDs: only the revocations of these objects are judged below (an
+# earlier NodeAccess of the same name, or one deleted by someone else
+# meanwhile, is not this uninstall's).
+uids=$($KUBECTL get nodeaccesses -o jsonpath='{range .items[*]}{.metadata.uid}{" "}{end}')
 names=$($KUBECTL get nodeaccesses -o name)
 if [[ -z $names ]]; then
 	echo "revoke-all: no NodeAccess objects"
@@ -29,6 +33,8 @@ fi
 since=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 echo "revoke-all: deleting $(wc -w <<<"$names") NodeAccess objects and waiting for the nodes to remove their keys"
 $KUBECTL delete nodeaccesses --all --wait=false >/dev/null
+# And any created meanwhile that the delete took too (still terminating).
+uids+=" $($KUBECTL get nodeaccesses -o jsonpath='{range .items[*]}{.metadata.uid}{" "}{end}' 2>/dev/null || true)"
 if ! $KUBECTL wait --for=delete nodeaccesses --all --timeout="$TIMEOUT" >/dev/null 2>&1; then
 	echo "revoke-all: still waiting after $TIMEOUT (is the operator running?):" >&2
 	$KUBECTL get nodeaccesses -o custom-columns='NAME:.metadata.name,REASON:.status.conditions[?(@.type=="Progressing")].reason,NODES:.status.failingNodes[*].node' >&2 || true
@@ -36,8 +42,9 @@ if ! $KUBECTL wait --for=delete nodeaccesses --all --timeout="$TIMEOUT" >/dev/nu
 fi
 # NodeAccess is cluster-scoped: its Events are in the default namespace.
 unconfirmed=$($KUBECTL get events -n default --field-selector reason=RevocationUnconfirmed \
-	-o jsonpath='{range .items[*]}{.lastTimestamp}{.eventTime}{"\t"}{.involvedObject.name}{"\t"}{.message}{.note}{"\n"}{end}' 2>/dev/null |
-	awk -F'\t' -v since="$since" '$1 >= since {print "  " $2 ": " $3}')
+	-o jsonpath='{range .items[*]}{.lastTimestamp}{.eventTime}{"\t"}{.involvedObject.uid}{"\t"}{.involvedObject.name}{"\t"}{.message}{.note}{"\n"}{end}' 2>/dev/null |
+	awk -F'\t' -v since="$since" -v uids="$uids" 'BEGIN {n = split(uids, u, " "); for (i = 1; i <= n; i++) ours[u[i]] = 1}
+		$1 >= since && ($2 in ours) {print "  " $3 ": " $4}')
 if [[ -n $unconfirmed ]]; then
 	echo "revoke-all: these revocations were not confirmed by every node; their keys may still be there:" >&2
 	echo "$unconfirmed" >&2
