@@ -84,7 +84,11 @@ type session struct {
 	s           sshdlog.Session
 	fingerprint string
 	// managed is true when a grant gave the key when the line was read.
-	managed  bool
+	managed bool
+	// claims are the managed keys that lines naming this session claimed
+	// (more than one only when a line was forged): the session is ended
+	// when any of them is revoked, whichever line was sshd's.
+	claims   map[string]bool
 	disputed bool
 	ended    bool
 	seen     time.Time
@@ -201,7 +205,7 @@ func (t *loginTracker) readOnce(ctx context.Context) (more, changed bool) {
 		for n := 0; ; n++ {
 			lines, m, err := f.Read()
 			for _, line := range lines {
-				if l, ok := sshdlog.ParseLine(line, t.now()); ok {
+				if l, ok := sshdlog.ParseSessionLine(line, t.now()); ok {
 					t.record(ctx, l)
 					changed = true
 				}
@@ -242,6 +246,9 @@ func (t *loginTracker) record(ctx context.Context, l sshdlog.Login) {
 	log := logr.FromContextOrDiscard(ctx).WithName("logins")
 	// The process is checked first, as close to sshd's write as can be.
 	verified, verr := t.proc.Session(l.PID, l.User)
+	if verr == nil {
+		verr = t.authenticated(ctx, l)
+	}
 
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -257,6 +264,9 @@ func (t *loginTracker) record(ctx context.Context, l sshdlog.Login) {
 		if s, ok := t.sessions[l.PID]; ok && s.s.Start == verified.Start {
 			// A second login line for one session: at least one is forged.
 			s.disputed = true
+			if len(grants) > 0 {
+				s.claims[l.Fingerprint] = true
+			}
 			trusted, reason = false, nav1.DisputedSessionReason
 			for _, e := range t.logins {
 				if e.pid == l.PID {
@@ -265,16 +275,23 @@ func (t *loginTracker) record(ctx context.Context, l sshdlog.Login) {
 			}
 			log.Info("Seeing a second login line for one sshd session; trusting neither", "pid", l.PID, "user", l.User)
 		} else if reason == "" {
-			t.remember(&session{s: verified, fingerprint: l.Fingerprint, managed: len(grants) > 0, seen: t.now()})
+			s := &session{s: verified, fingerprint: l.Fingerprint, managed: len(grants) > 0, claims: map[string]bool{}, seen: t.now()}
+			if s.managed {
+				s.claims[l.Fingerprint] = true
+			}
+			t.remember(s)
 		}
+	}
+	if l.Method != "publickey" {
+		return // a session's claim, not a key login
 	}
 	if len(grants) == 0 {
 		t.unmanaged++
 		return
 	}
 	pid := 0
-	if trusted {
-		pid = l.PID
+	if trusted || reason == nav1.DisputedSessionReason {
+		pid = l.PID // the verified session, which may be ended
 	}
 	for _, g := range grants {
 		e := &loginEntry{pid: pid, login: nav1.NodeLogin{
@@ -287,6 +304,29 @@ func (t *loginTracker) record(ctx context.Context, l sshdlog.Login) {
 	}
 	if len(t.logins) > nav1.MaxReportedLogins {
 		t.logins = t.logins[:nav1.MaxReportedLogins]
+	}
+}
+
+// authWait bounds the wait for a session's post-authentication process:
+// sshd logs the login, then ends its pre-authentication child and starts
+// the session's, within milliseconds.
+const authWait = time.Second
+
+// authenticated waits, up to authWait, for the monitor a login line names
+// to have its authenticated session process (sshdlog.Procfs.Authenticated);
+// a line naming a connection that never authenticated stays unverified.
+func (t *loginTracker) authenticated(ctx context.Context, l sshdlog.Login) error {
+	deadline := time.Now().Add(authWait)
+	for {
+		err := t.proc.Authenticated(l.PID, l.User)
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }
 
@@ -345,14 +385,22 @@ func (t *loginTracker) endRevoked(ctx context.Context) {
 			delete(t.sessions, pid) // gone, or another process now
 			continue
 		}
-		_, granted := t.keys[s.s.User][s.fingerprint]
-		if !t.endSessions || !s.managed || s.disputed || s.ended || granted {
+		// Any managed key claimed on the session and no longer granted ends
+		// it, disputed or not: a second line forged by the session's own
+		// user must not keep a revoked key's session open.
+		revoked := false
+		for fp := range s.claims {
+			if _, granted := t.keys[s.s.User][fp]; !granted {
+				revoked = true
+			}
+		}
+		if !t.endSessions || s.ended || !revoked {
 			continue
 		}
 		err := t.proc.Terminate(s.s)
 		stamp := metav1.NewTime(t.now().Truncate(time.Second))
 		for _, e := range t.logins {
-			if e.pid != pid || e.login.Fingerprint != s.fingerprint {
+			if e.pid != pid || !s.claims[e.login.Fingerprint] {
 				continue
 			}
 			if err == nil {

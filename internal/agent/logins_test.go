@@ -72,21 +72,53 @@ func newTrackerHost(t *testing.T, endSessions bool) *trackerHost {
 // is set, else a user's process, with the given start tick.
 func (h *trackerHost) process(t *testing.T, pid int, user string, monitor bool, start uint64) {
 	t.Helper()
-	dir := filepath.Join(h.proc, strconv.Itoa(pid))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	comm, uids, title := "sshd", "0\t0\t0\t0", "sshd: "+user+" [priv]"
 	if !monitor {
 		comm, uids, title = "logger", "1002\t1002\t1002\t1002", "logger -t sshd[1]"
 	}
-	stat := fmt.Sprintf("%d (%s) S%s %d 0 0\n", pid, comm, strings.Repeat(" 0", 18), start)
+	h.entry(t, pid, 1, comm, uids, title, start)
+	if monitor {
+		// The session's process, which sshd starts once the client authenticated.
+		h.entry(t, pid+1000000, pid, "sshd", "1001\t1001\t1001\t1001", "sshd: "+user+"@pts/0", start)
+	}
+}
+
+// waiting writes a root sshd monitor of user whose client has not
+// authenticated: sshd titles it as a session's already, and its only child
+// is the pre-authentication process.
+func (h *trackerHost) waiting(t *testing.T, pid int, user string, start uint64) {
+	t.Helper()
+	h.entry(t, pid, 1, "sshd", "0\t0\t0\t0", "sshd: "+user+" [priv]", start)
+	h.entry(t, pid+1000000, pid, "sshd", "105\t105\t105\t105", "sshd: "+user+" [net]", start)
+}
+
+// entry writes one /proc entry.
+func (h *trackerHost) entry(t *testing.T, pid, ppid int, comm, uids, title string, start uint64) {
+	t.Helper()
+	dir := filepath.Join(h.proc, strconv.Itoa(pid))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stat := fmt.Sprintf("%d (%s) S %d%s %d 0 0\n", pid, comm, ppid, strings.Repeat(" 0", 17), start)
 	for name, content := range map[string]string{
 		"comm": comm + "\n", "status": "Uid:\t" + uids + "\n", "cmdline": strings.ReplaceAll(title, " ", "\x00") + "\x00", "stat": stat,
 	} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// line appends a raw sshd line for pid to the log.
+func (h *trackerHost) line(t *testing.T, pid int, msg string) {
+	t.Helper()
+	f, err := os.OpenFile(h.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := fmt.Fprintf(f, "%s node-1 sshd[%d]: %s\n", time.Now().Format(time.Stamp), pid, msg); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -141,16 +173,21 @@ func TestLoginAttributionAndTrust(t *testing.T) {
 	h.process(t, 203, "alice", true, tr.since-500) // a session older than the agent's reading
 	h.process(t, 204, "alice", true, later)
 	h.process(t, 205, "alice", true, later)
+	h.waiting(t, 206, "alice", later)
+	h.process(t, 207, "alice", true, later)
 
 	h.accepted(t, 200, "alice", bob, 1000)
 	h.accepted(t, 201, "deploy", carol, 1001)
-	h.accepted(t, 202, "alice", bob, 1002)    // forged, naming the forger's process
-	h.accepted(t, 201, "alice", bob, 1003)    // forged, naming deploy's session as alice's
-	h.accepted(t, 999, "alice", bob, 1004)    // forged, naming no process (or one already gone)
-	h.accepted(t, 203, "alice", bob, 1005)    // the session predates reading
-	h.accepted(t, 204, "alice", own, 1006)    // the account's own key
-	h.accepted(t, 205, "alice", bob, 1007)    // sshd's line...
-	h.accepted(t, 205, "alice", bob, 1008)    // ...and a forged second one for the same session
+	h.accepted(t, 202, "alice", bob, 1002) // forged, naming the forger's process
+	h.accepted(t, 201, "alice", bob, 1003) // forged, naming deploy's session as alice's
+	h.accepted(t, 999, "alice", bob, 1004) // forged, naming no process (or one already gone)
+	h.accepted(t, 203, "alice", bob, 1005) // the session predates reading
+	h.accepted(t, 204, "alice", own, 1006) // the account's own key
+	h.accepted(t, 205, "alice", bob, 1007) // sshd's line...
+	h.accepted(t, 205, "alice", bob, 1008) // ...and a forged second one for the same session
+	h.accepted(t, 206, "alice", bob, 1010) // forged, naming a connection still authenticating
+	h.line(t, 207, "Accepted password for alice from 198.18.0.7 port 1011 ssh2")
+	h.accepted(t, 207, "alice", bob, 1012)    // forged, claiming a password session for a key
 	h.accepted(t, 200, "deploy", carol, 1009) // forged: alice's session claimed for deploy
 	if _, changed := tr.readOnce(ctx); !changed {
 		t.Fatal("reading logins changed nothing")
@@ -173,6 +210,8 @@ func TestLoginAttributionAndTrust(t *testing.T) {
 		1005: {{"team-a", "bob", false, nav1.SessionPredatesReadingReason}},
 		1007: {{"team-a", "bob", false, nav1.DisputedSessionReason}},
 		1008: {{"team-a", "bob", false, nav1.DisputedSessionReason}},
+		1010: {{"team-a", "bob", false, nav1.SenderUnverifiedReason}},
+		1012: {{"team-a", "bob", false, nav1.DisputedSessionReason}},
 		1009: {{"team-b", "carol (contractor)", false, nav1.SenderUnverifiedReason}, {"team-c", "carol (contractor)", false, nav1.SenderUnverifiedReason}},
 	}
 	got := map[int32][]want{}
@@ -195,7 +234,7 @@ func TestLoginAttributionAndTrust(t *testing.T) {
 			}
 		}
 	}
-	if len(logins) != 11 || logins[0].Port != 1009 {
+	if len(logins) != 13 || logins[0].Port != 1009 {
 		t.Errorf("%d logins, newest %d", len(logins), logins[0].Port)
 	}
 	if logins[0].Time.IsZero() || logins[0].From != "198.18.0.7" || logins[0].User != "deploy" {
@@ -280,32 +319,34 @@ func TestEndingRevokedSessions(t *testing.T) {
 	delete(granted, "alice")
 	tr.update(plan(granted))
 	tr.endRevoked(ctx)
-	select {
-	case err := <-alice.done:
-		if ee, ok := err.(*exec.ExitError); !ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGTERM {
-			t.Fatalf("the revoked session ended with %v", err)
+	// The disputed session ends too: a second line, forged by the
+	// session's own user, must not keep a revoked key's session open.
+	for _, p := range []proc{alice, disputed} {
+		select {
+		case err := <-p.done:
+			if ee, ok := err.(*exec.ExitError); !ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGTERM {
+				t.Fatalf("the revoked session ended with %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the revoked session was not ended")
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the revoked session was not ended")
-	}
-	// The process is gone from /proc, as the kernel does.
-	if err := os.RemoveAll(filepath.Join(h.proc, strconv.Itoa(alice.cmd.Process.Pid))); err != nil {
-		t.Fatal(err)
+		// The process is gone from /proc, as the kernel does.
+		if err := os.RemoveAll(filepath.Join(h.proc, strconv.Itoa(p.cmd.Process.Pid))); err != nil {
+			t.Fatal(err)
+		}
 	}
 	logins, _ := tr.status()
 	for _, l := range logins {
-		if (l.Port == 3000) != (l.EndedAt != nil) || l.EndError != "" {
+		if (l.Port != 3003) != (l.EndedAt != nil) || l.EndError != "" {
 			t.Errorf("login %d: endedAt %v, error %q", l.Port, l.EndedAt, l.EndError)
 		}
 	}
 	tr.endRevoked(ctx) // the ended session is forgotten; nothing else is signalled
-	for name, p := range map[string]proc{"the disputed session": disputed, "the other account's session": other} {
-		if err := p.cmd.Process.Signal(syscall.Signal(0)); err != nil {
-			t.Errorf("%s is gone: %v", name, err)
-		}
+	if err := other.cmd.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Errorf("the other account's session is gone: %v", err)
 	}
-	if len(tr.sessions) != 2 {
-		t.Errorf("%d sessions remembered, want the disputed and the other one", len(tr.sessions))
+	if len(tr.sessions) != 1 {
+		t.Errorf("%d sessions remembered, want the other account's only", len(tr.sessions))
 	}
 }
 

@@ -34,8 +34,13 @@ type Login struct {
 	Port int
 	// KeyType is the key's type as sshd prints it (ED25519, RSA, ECDSA).
 	KeyType string
-	// Fingerprint is "SHA256:..." of the key that authenticated.
+	// Fingerprint is "SHA256:..." of the key that authenticated; empty
+	// for a login by another method (Method).
 	Fingerprint string
+	// Method is how the session authenticated: "publickey" for a key
+	// login; anything else (password, keyboard-interactive, a
+	// certificate's "publickey-cert") is only a claim on the session.
+	Method string
 }
 
 // ParseLine reads one syslog line: traditional ("Dec  1 22:59:59 host
@@ -44,6 +49,19 @@ type Login struct {
 // line of sshd, and false for every other line. Certificate logins (a
 // "-CERT" key type) are not key logins and are refused too.
 func ParseLine(line string, now time.Time) (Login, bool) {
+	l, ok := ParseSessionLine(line, now)
+	if !ok || l.Method != "publickey" {
+		return Login{}, false
+	}
+	return l, true
+}
+
+// ParseSessionLine reads, like ParseLine, any "Accepted METHOD for U from
+// IP port P" line of sshd: every authenticated session has exactly one,
+// so a second line naming the same session shows a forgery whatever the
+// method of the first. Only key logins (Method "publickey") carry a
+// fingerprint.
+func ParseSessionLine(line string, now time.Time) (Login, bool) {
 	if len(line) > MaxLineBytes {
 		return Login{}, false
 	}
@@ -70,7 +88,9 @@ func ParseLine(line string, now time.Time) (Login, bool) {
 	}
 	l, ok := parseAccepted(msg)
 	if !ok {
-		return Login{}, false
+		if l, ok = parseOtherAccepted(msg); !ok {
+			return Login{}, false
+		}
 	}
 	l.Time, l.Program, l.PID = t.UTC(), program, pid
 	return l, true
@@ -87,7 +107,26 @@ func parseAccepted(msg string) (Login, bool) {
 	if err != nil || port <= 0 || port > 65535 || !validUser(f[3]) || !validAddress(f[5]) || !printable(f[9]) || !printable(f[10]) {
 		return Login{}, false
 	}
-	return Login{User: f[3], From: f[5], Port: port, KeyType: f[9], Fingerprint: f[10]}, true
+	return Login{User: f[3], From: f[5], Port: port, KeyType: f[9], Fingerprint: f[10], Method: "publickey"}, true
+}
+
+// parseOtherAccepted reads "Accepted METHOD for U from IP port P ssh2..."
+// of any other method, and certificate logins.
+func parseOtherAccepted(msg string) (Login, bool) {
+	f := strings.Fields(msg)
+	if len(f) < 8 || f[0] != "Accepted" || f[2] != "for" || f[4] != "from" || f[6] != "port" || !printable(f[1]) || len(f[1]) > 64 {
+		return Login{}, false
+	}
+	port, err := strconv.Atoi(f[7])
+	if err != nil || port <= 0 || port > 65535 || !validUser(f[3]) || !validAddress(f[5]) {
+		return Login{}, false
+	}
+	method := f[1]
+	if method == "publickey" {
+		// Not a plain key line (parseAccepted refused it): a certificate.
+		method = "publickey-cert"
+	}
+	return Login{User: f[3], From: f[5], Port: port, Method: method}, true
 }
 
 // parseTime reads the line's timestamp and returns the rest.

@@ -73,6 +73,9 @@ func TestRealSSHDLinesAndSessions(t *testing.T) {
 		session, err = proc.Session(login.PID, "alice")
 		return err
 	})
+	testenv.Eventually(t, 10*time.Second, "the session's authenticated process", func() error {
+		return proc.Authenticated(login.PID, "alice")
+	})
 	if err := proc.SessionOf(login.PID, "bob"); err == nil {
 		t.Error("alice's session passed as bob's")
 	}

@@ -56,6 +56,73 @@ func (p Procfs) SessionOf(pid int, user string) error {
 	return nil
 }
 
+// Authenticated checks that the session monitor pid of user has a child
+// that sshd starts only once the client has authenticated: the session's
+// unprivileged process, titled "sshd: USER", "sshd: USER@TTY" or
+// "sshd-session: USER [postauth]" and the like. sshd titles the monitor
+// "sshd: USER [priv]" as soon as the client names the user, before any key
+// is checked (its pre-authentication child is "sshd: USER [net]"), so a
+// connection left waiting at authentication has a monitor of that shape
+// too: without this check a line forged with logger(1) naming such a
+// monitor would pass as the login of a key that never authenticated.
+func (p Procfs) Authenticated(pid int, user string) error {
+	entries, err := os.ReadDir(p.Root)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", p.Root, err)
+	}
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil || child == pid {
+			continue
+		}
+		if parent, ok := p.parentOf(child); !ok || parent != pid {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join(p.Root, e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		if postAuthTitle(strings.TrimSpace(string(bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}))), user) {
+			return nil
+		}
+	}
+	return fmt.Errorf("process %d has no authenticated session process for %s (a connection still authenticating, or not sshd's)", pid, user)
+}
+
+// postAuthTitle tells whether title is one sshd gives the session process
+// of user after authentication.
+func postAuthTitle(title, user string) bool {
+	for _, prog := range []string{"sshd: ", "sshd-session: "} {
+		rest, ok := strings.CutPrefix(title, prog+user)
+		if !ok {
+			continue
+		}
+		if rest == "" || rest == " [postauth]" || strings.HasPrefix(rest, "@") {
+			return true
+		}
+	}
+	return false
+}
+
+// parentOf reads a process's parent PID from /proc/PID/stat.
+func (p Procfs) parentOf(pid int) (int, bool) {
+	stat, err := os.ReadFile(filepath.Join(p.Root, strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0, false
+	}
+	// "PID (comm) STATE PPID ...": comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 2 {
+		return 0, false
+	}
+	ppid, err := strconv.Atoi(f[1])
+	return ppid, err == nil
+}
+
 // statusField returns the fields after name in a /proc/PID/status.
 func statusField(status []byte, name string) ([]string, bool) {
 	for _, line := range strings.Split(string(status), "\n") {

@@ -164,3 +164,48 @@ func TestBootTicksFollowsProcessStartTimes(t *testing.T) {
 		t.Fatalf("a process started at tick %d, between %d and %d", started, before, after)
 	}
 }
+
+// statWithParent is a /proc/PID/stat line of a process whose parent is ppid.
+func statWithParent(pid int, comm string, ppid int) string {
+	f := make([]string, 50)
+	for i := range f {
+		f[i] = "0"
+	}
+	f[0], f[1] = "S", strconv.Itoa(ppid)
+	return strconv.Itoa(pid) + " (" + comm + ") " + strings.Join(f, " ") + "\n"
+}
+
+// A monitor counts as an authenticated session only with the session
+// process sshd starts after authentication: sshd titles the monitor
+// "sshd: USER [priv]" as soon as the client names the user, so a
+// connection left waiting at authentication looks the same, with only its
+// pre-authentication child "sshd: USER [net]".
+func TestAuthenticated(t *testing.T) {
+	root := t.TempDir()
+	// 200: a connection still authenticating as alice.
+	fakeProc(t, root, 200, "sshd", "0\t0\t0\t0", "sshd: alice [priv]", statWithParent(200, "sshd", 1))
+	fakeProc(t, root, 201, "sshd", "105\t105\t105\t105", "sshd: alice [net]", statWithParent(201, "sshd", 200))
+	// 300: alice's session, with a terminal; 400: without (ssh host cmd);
+	// 500: OpenSSH 9.8's sshd-session after authentication.
+	fakeProc(t, root, 300, "sshd", "0\t0\t0\t0", "sshd: alice [priv]", statWithParent(300, "sshd", 1))
+	fakeProc(t, root, 301, "sshd", "1001\t1001\t1001\t1001", "sshd: alice@pts/0", statWithParent(301, "sshd", 300))
+	fakeProc(t, root, 400, "sshd", "0\t0\t0\t0", "sshd: alice [priv]", statWithParent(400, "sshd", 1))
+	fakeProc(t, root, 401, "sshd", "1001\t1001\t1001\t1001", "sshd: alice@notty", statWithParent(401, "sshd", 400))
+	fakeProc(t, root, 500, "sshd-session", "0\t0\t0\t0", "sshd-session: alice [priv]", statWithParent(500, "sshd-session", 1))
+	fakeProc(t, root, 501, "sshd-session", "1001\t1001\t1001\t1001", "sshd-session: alice [postauth]", statWithParent(501, "sshd-session", 500))
+	// 600: a process of alice's titled like a session, but not a child of
+	// the monitor it claims; 700: bob's session process under alice's monitor name.
+	fakeProc(t, root, 600, "sshd", "0\t0\t0\t0", "sshd: alice [priv]", statWithParent(600, "sshd", 1))
+	fakeProc(t, root, 650, "sleep", "1001\t1001\t1001\t1001", "sshd: alice@pts/1", statWithParent(650, "sleep", 1))
+	fakeProc(t, root, 700, "sshd", "0\t0\t0\t0", "sshd: alice [priv]", statWithParent(700, "sshd", 1))
+	fakeProc(t, root, 701, "sshd", "1002\t1002\t1002\t1002", "sshd: bob@pts/2", statWithParent(701, "sshd", 700))
+	p := Procfs{Root: root}
+	for _, tc := range []struct {
+		pid  int
+		want bool
+	}{{200, false}, {300, true}, {400, true}, {500, true}, {600, false}, {700, false}, {999, false}} {
+		if err := p.Authenticated(tc.pid, "alice"); (err == nil) != tc.want {
+			t.Errorf("pid %d: authenticated %v (%v), want %v", tc.pid, err == nil, err, tc.want)
+		}
+	}
+}
