@@ -41,10 +41,13 @@ if ! $KUBECTL wait --for=delete nodeaccesses --all --timeout="$TIMEOUT" >/dev/nu
 	exit 1
 fi
 # NodeAccess is cluster-scoped: its Events are in the default namespace.
-unconfirmed=$($KUBECTL get events -n default --field-selector reason=RevocationUnconfirmed \
-	-o jsonpath='{range .items[*]}{.lastTimestamp}{.eventTime}{"\t"}{.involvedObject.uid}{"\t"}{.involvedObject.name}{"\t"}{.message}{.note}{"\n"}{end}' 2>/dev/null |
-	awk -F'\t' -v since="$since" -v uids="$uids" 'BEGIN {n = split(uids, u, " "); for (i = 1; i <= n; i++) ours[u[i]] = 1}
-		$1 >= since && ($2 in ours) {print "  " $3 ": " $4}')
+if ! events=$($KUBECTL get events -n default --field-selector reason=RevocationUnconfirmed \
+	-o jsonpath='{range .items[*]}{.lastTimestamp}{.eventTime}{"\t"}{.involvedObject.uid}{"\t"}{.involvedObject.name}{"\t"}{.message}{.note}{"\n"}{end}'); then
+	echo "revoke-all: cannot list the RevocationUnconfirmed Events: whether every node proved its keys removed is not known" >&2
+	exit 1
+fi
+unconfirmed=$(awk -F'\t' -v since="$since" -v uids="$uids" 'BEGIN {n = split(uids, u, " "); for (i = 1; i <= n; i++) ours[u[i]] = 1}
+	$1 >= since && ($2 in ours) {print "  " $3 ": " $4}' <<<"$events")
 if [[ -n $unconfirmed ]]; then
 	echo "revoke-all: these revocations were not confirmed by every node; their keys may still be there:" >&2
 	echo "$unconfirmed" >&2

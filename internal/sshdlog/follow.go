@@ -89,12 +89,25 @@ func (f *Follower) Read() (lines []string, more bool, err error) {
 	budget := int64(MaxReadBytes)
 	// Files renamed away first: what they hold is older.
 	kept := f.retired[:0]
+	var retiredErr error
+	defer func() {
+		if err == nil {
+			err = retiredErr
+		}
+	}()
 	for _, s := range f.retired {
-		got, m, err := s.read(&budget)
+		got, m, rerr := s.read(&budget)
 		lines = append(lines, got...)
 		more = more || m
-		if err == nil && !m && f.now().Sub(s.retiredAt) >= RotationGrace {
-			lines = s.flush(lines)
+		if rerr != nil && retiredErr == nil {
+			retiredErr = fmt.Errorf("reading the rotated %s: %w", f.path, rerr)
+		}
+		// Past the grace, a file renamed away is let go, read whole or
+		// failing: it is never retried forever with its descriptor open.
+		if (rerr != nil || !m) && f.now().Sub(s.retiredAt) >= RotationGrace {
+			if rerr == nil {
+				lines = s.flush(lines)
+			}
 			_ = s.f.Close()
 			continue
 		}
