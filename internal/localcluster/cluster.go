@@ -79,6 +79,18 @@ type proc struct {
 	done chan struct{}
 }
 
+// stopGroup sends SIGTERM to the process's group and SIGKILL after grace,
+// and returns once the process has exited.
+func (p *proc) stopGroup(grace time.Duration) {
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(grace):
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+	}
+}
+
 // Cluster is a running local cluster.
 type Cluster struct {
 	opts       Options
@@ -287,13 +299,7 @@ func (c *Cluster) stop(name string) {
 	if !ok {
 		return
 	}
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
-	}
+	p.stopGroup(10 * time.Second)
 	delete(c.procs, name)
 }
 

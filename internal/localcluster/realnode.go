@@ -446,13 +446,7 @@ func (n *RealNode) stop(name string) {
 	if !ok {
 		return
 	}
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
-	}
+	p.stopGroup(20 * time.Second)
 	delete(n.procs, name)
 }
 

@@ -339,13 +339,7 @@ func (s *SSHD) Stop() {
 		if p == nil {
 			continue
 		}
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-			<-p.done
-		}
+		p.stopGroup(10 * time.Second)
 	}
 }
 
