@@ -61,6 +61,8 @@ type options struct {
 	allowRoot          bool
 	maxGrants          int
 	maxRenderedBytes   int
+	maxNodeGrants      int
+	maxNodeBytes       int
 	maxAccountBytes    int
 	minRSABits         int
 	allowCertificates  bool
@@ -115,9 +117,13 @@ func run() error {
 	flag.IntVar(&opts.maxGrants, "max-grants", render.DefaultClusterLimits.MaxGrants,
 		"Most NodeAccess objects rendered for the agents; more are refused with ClusterLimitExceeded.")
 	flag.IntVar(&opts.maxRenderedBytes, "max-rendered-bytes", render.DefaultClusterLimits.MaxBytes,
-		"Bound on the encoded size of all rendered grants together, which every agent holds in memory.")
+		"Bound on the encoded size of all rendered grants together, which the manager holds in memory.")
+	flag.IntVar(&opts.maxNodeGrants, "max-node-grants", render.DefaultClusterLimits.MaxNodeGrants,
+		"Most rendered grants one node's agent receives (those that may select the node); a grant that would take a node past it is refused with ClusterLimitExceeded.")
+	flag.IntVar(&opts.maxNodeBytes, "max-node-rendered-bytes", render.DefaultClusterLimits.MaxNodeBytes,
+		"Bound on the encoded size of the rendered grants one node's agent receives and holds in memory.")
 	flag.IntVar(&opts.maxAccountBytes, "max-account-key-bytes", render.DefaultClusterLimits.MaxAccountBytes,
-		"Bound on the key-line bytes all grants give one account name, which a node selected by all of them writes into one file (the agent writes at most 8 MiB per file).")
+		"Bound on the key-line bytes the grants selecting one node give one account name, which that node writes into one file (the agent writes at most 8 MiB per file).")
 	flag.BoolVar(&opts.allowRoot, "allow-root-user", false,
 		"Allow NodeAccess objects to grant keys to the root account.")
 	flag.IntVar(&opts.minRSABits, "min-rsa-bits", keypolicy.DefaultMinRSABits,
@@ -209,9 +215,12 @@ func run() error {
 	if (opts.trackLogins || opts.endSessions) && len(sshdLogs) == 0 {
 		return fmt.Errorf("--track-logins and --end-sessions-on-revoke need --sshd-logs")
 	}
-	limits := render.ClusterLimits{MaxGrants: opts.maxGrants, MaxBytes: opts.maxRenderedBytes, MaxAccountBytes: opts.maxAccountBytes}
-	if limits.MaxGrants <= 0 || limits.MaxBytes <= 0 || limits.MaxAccountBytes <= 0 {
-		return fmt.Errorf("--max-grants, --max-rendered-bytes and --max-account-key-bytes must be positive")
+	limits := render.ClusterLimits{
+		MaxGrants: opts.maxGrants, MaxBytes: opts.maxRenderedBytes,
+		MaxNodeGrants: opts.maxNodeGrants, MaxNodeBytes: opts.maxNodeBytes, MaxAccountBytes: opts.maxAccountBytes,
+	}
+	if limits.MaxGrants <= 0 || limits.MaxBytes <= 0 || limits.MaxNodeGrants <= 0 || limits.MaxNodeBytes <= 0 || limits.MaxAccountBytes <= 0 {
+		return fmt.Errorf("--max-grants, --max-rendered-bytes, --max-node-grants, --max-node-rendered-bytes and --max-account-key-bytes must be positive")
 	}
 	cfg, err := ctrl.GetConfig()
 	if err != nil {

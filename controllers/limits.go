@@ -5,19 +5,25 @@ import (
 	"fmt"
 	"sync"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
 	"github.com/nodeaccess/nodeaccess-operator/internal/render"
 )
 
-// ledger holds the cluster-wide bounds: what every agent must hold, over
-// all rendered grants. It starts from the rendered grants in the cache
-// (what the agents hold), and is kept as grants are rendered and revoked.
+// ledger holds the bounds: what the cluster holds over all rendered grants,
+// and what each node's agent receives and writes. It starts from the
+// rendered grants in the cache (what the agents hold), and is kept as
+// grants are rendered and revoked. The nodes are those of the cache at each
+// check: a node that joins or is relabelled later is not checked until the
+// next change of a grant (its agent still refuses to write a file past its
+// size limit).
 type ledger struct {
 	limits    render.ClusterLimits
 	client    client.Client
 	namespace string
+	filter    *nodeFilter
 
 	mu sync.Mutex
 	l  *render.Ledger
@@ -44,7 +50,12 @@ func (l *ledger) admit(ctx context.Context, name string, res *render.Result, las
 	}
 	fp := render.FootprintOf(&res.Spec)
 	if !res.Narrowed {
-		if overLimit = l.l.Check(name, fp); overLimit != nil {
+		if overLimit = l.l.Check(name, fp); overLimit == nil {
+			if overLimit, err = l.checkNodes(ctx, name, fp); err != nil {
+				return nil, err
+			}
+		}
+		if overLimit != nil {
 			res.NarrowTo(last)
 			fp = render.FootprintOf(&res.Spec)
 		}
@@ -64,4 +75,23 @@ func (l *ledger) forget(name string) {
 	if l.l != nil {
 		l.l.Remove(name)
 	}
+}
+
+// checkNodes checks fp against the limits of every node in the cache, under
+// the filter vocabulary the agents may use.
+func (l *ledger) checkNodes(ctx context.Context, name string, fp render.Footprint) (error, error) {
+	nodes := &metav1.PartialObjectMetadataList{}
+	nodes.SetGroupVersionKind(nodeListGVK)
+	if err := l.client.List(ctx, nodes, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing nodes: %w", err)
+	}
+	labelSets := make([]map[string]string, len(nodes.Items))
+	for i := range nodes.Items {
+		labelSets[i] = nodes.Items[i].Labels
+	}
+	keys, err := l.filter.keys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return l.l.CheckNodes(name, fp, labelSets, keys), nil
 }

@@ -90,6 +90,8 @@ type NodeAccessReconciler struct {
 	secrets *secretWatches
 	// ledger adds up what every rendered grant costs the agents.
 	ledger ledger
+	// filter chooses the labels of the agents' watch filter.
+	filter *nodeFilter
 }
 
 // scope is what one reconcile of one NodeAccess read and decided.
@@ -110,6 +112,9 @@ func (r *NodeAccessReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	if r.ForbiddenRecheck <= 0 {
 		r.ForbiddenRecheck = defaultForbiddenRecheck
+	}
+	if r.filter == nil {
+		r.filter = &nodeFilter{reader: r.APIReader, namespace: r.Namespace}
 	}
 	r.logins = newLoginObserver(r.now())
 	ctx := context.Background()
@@ -138,7 +143,7 @@ func (r *NodeAccessReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return err
 	}
 	r.secrets = secrets
-	r.ledger = ledger{limits: r.Limits, client: r.Client, namespace: r.Namespace}
+	r.ledger = ledger{limits: r.Limits, client: r.Client, namespace: r.Namespace, filter: r.filter}
 	if err := mgr.Add(secrets); err != nil {
 		return fmt.Errorf("adding the Secret watches: %w", err)
 	}
@@ -299,26 +304,43 @@ func (r *NodeAccessReconciler) applyRendered(ctx context.Context, na *nav1.NodeA
 }
 
 // writeRendered server-side applies the rendered grant, owned by the
-// NodeAccess (garbage-collected with it) or not (a revocation in progress).
+// NodeAccess (garbage-collected with it) or not (a revocation in progress),
+// with the labels of the agents' watch filter.
 func (r *NodeAccessReconciler) writeRendered(ctx context.Context, na *nav1.NodeAccess, spec *nav1.RenderedNodeAccessSpec, owned bool) error {
-	desired := &nav1.RenderedNodeAccess{
-		TypeMeta: metav1.TypeMeta{APIVersion: nav1.GroupVersion.String(), Kind: "RenderedNodeAccess"},
-		ObjectMeta: metav1.ObjectMeta{
-			Name: na.Name, Namespace: r.Namespace,
-			Labels: map[string]string{"app.kubernetes.io/managed-by": "nodeaccess-operator"},
-		},
-		Spec: *spec,
-	}
+	var owners []metav1.OwnerReference
 	if owned {
-		desired.OwnerReferences = []metav1.OwnerReference{{
+		owners = []metav1.OwnerReference{{
 			APIVersion: nav1.GroupVersion.String(), Kind: "NodeAccess", Name: na.Name, UID: na.UID,
 			Controller: ptrTo(true), BlockOwnerDeletion: ptrTo(true),
 		}}
 	}
-	if err := applyObject(ctx, r.Client, desired); err != nil {
+	current := &nav1.RenderedNodeAccess{}
+	err := r.Client.Get(ctx, types.NamespacedName{Namespace: r.Namespace, Name: na.Name}, current)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("reading rendered grant: %w", err)
+	}
+	labels, done, err := r.filter.labelsFor(ctx, &spec.NodeSelector, current.Labels, err == nil)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := applyObject(ctx, r.Client, renderedObject(na.Name, r.Namespace, spec, owners, labels)); err != nil {
 		return fmt.Errorf("writing rendered grant: %w", err)
 	}
 	return nil
+}
+
+// renderedObject is the rendered grant as the manager applies it.
+func renderedObject(name, namespace string, spec *nav1.RenderedNodeAccessSpec, owners []metav1.OwnerReference, filterLabels map[string]string) *nav1.RenderedNodeAccess {
+	labels := map[string]string{"app.kubernetes.io/managed-by": "nodeaccess-operator"}
+	maps.Copy(labels, filterLabels)
+	return &nav1.RenderedNodeAccess{
+		TypeMeta: metav1.TypeMeta{APIVersion: nav1.GroupVersion.String(), Kind: "RenderedNodeAccess"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name: name, Namespace: namespace, Labels: labels, OwnerReferences: owners,
+		},
+		Spec: *spec,
+	}
 }
 
 // renderedGrant maps a rendered grant to its NodeAccess, by name: a

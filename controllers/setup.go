@@ -67,6 +67,10 @@ type Options struct {
 	Monitoring bool
 	// MonitoringLabels are added to both objects.
 	MonitoringLabels map[string]string
+	// FilterSwitchGrace is how long agents are given to stop filtering
+	// before rendered grants written by an earlier manager are labelled;
+	// zero means DefaultFilterSwitchGrace.
+	FilterSwitchGrace time.Duration
 	// MonitoringRecheck is how often the CRDs are looked for while missing;
 	// zero means DefaultMonitoringRecheck.
 	MonitoringRecheck time.Duration
@@ -84,9 +88,18 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		StatusDelay:       opts.StatusDelay,
 		ForbiddenRecheck:  opts.ForbiddenRecheck,
 		Limits:            opts.Limits,
+		filter:            &nodeFilter{reader: mgr.GetAPIReader(), namespace: opts.Namespace},
 	}
 	if err := na.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the NodeAccess controller: %w", err)
+	}
+	// The vocabulary of the agents' watch filter, shared with the writes of the rendered grants.
+	nf := &NodeFilterReconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: opts.Namespace,
+		SwitchGrace: opts.FilterSwitchGrace, filter: na.filter,
+	}
+	if err := nf.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the node filter controller: %w", err)
 	}
 	policy := &ReportPolicyReconciler{Client: mgr.GetClient(), Namespace: opts.Namespace}
 	if err := policy.SetupWithManager(mgr); err != nil {

@@ -42,6 +42,8 @@ const (
 	agentImage = "example.com/nodeaccess-operator:test"
 	// statusDelay is the manager's StatusDelay in these tests.
 	statusDelay = 200 * time.Millisecond
+	// filterSwitchGrace is the manager's wait before it labels grants an earlier manager wrote.
+	filterSwitchGrace = 2 * time.Second
 	// revocationTimeout is the manager's RevocationTimeout in these tests.
 	revocationTimeout = 12 * time.Second
 	// reportStaleAfter is the manager's ReportStaleAfter in these tests.
@@ -55,7 +57,7 @@ const (
 
 // limits are the manager's cluster-wide bounds in these tests: small
 // enough for a test to reach.
-var limits = render.ClusterLimits{MaxGrants: 200, MaxBytes: 4 << 20, MaxAccountBytes: 256 << 10}
+var limits = render.ClusterLimits{MaxGrants: 200, MaxBytes: 4 << 20, MaxNodeGrants: 100, MaxNodeBytes: 2 << 20, MaxAccountBytes: 256 << 10}
 
 // grantManagerRBAC creates the manager's service account and binds to it
 // the generated roles of config/rbac/role.yaml, and the access OLM gives an
@@ -190,6 +192,7 @@ func runMain(m *testing.M) int {
 		StatusDelay:        statusDelay,
 		OperatorCondition:  operatorCondition,
 		ReportStaleAfter:   reportStaleAfter,
+		FilterSwitchGrace:  filterSwitchGrace,
 	}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -17,8 +17,8 @@ import (
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
 )
 
-// The agent's scheme holds the kinds it decodes and nothing else: Node, the
-// rendered grants, and the meta types of watches and lists. Registering all
+// The agent's scheme holds the kinds it decodes and nothing else: Node,
+// ConfigMap (the grant filter's vocabulary), the rendered grants, and the meta types of watches and lists. Registering all
 // of Kubernetes' kinds, as a controller manager does, costs every node
 // several MiB for kinds the agent never sees.
 var (
@@ -27,7 +27,7 @@ var (
 )
 
 func init() {
-	agentScheme.AddKnownTypes(corev1.SchemeGroupVersion, &corev1.Node{}, &corev1.NodeList{})
+	agentScheme.AddKnownTypes(corev1.SchemeGroupVersion, &corev1.Node{}, &corev1.NodeList{}, &corev1.ConfigMap{}, &corev1.ConfigMapList{})
 	metav1.AddToGroupVersion(agentScheme, corev1.SchemeGroupVersion)
 	if err := nav1.AddToScheme(agentScheme); err != nil {
 		panic(err)

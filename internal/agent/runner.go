@@ -21,6 +21,7 @@ import (
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
 	"github.com/nodeaccess/nodeaccess-operator/internal/desiredstate"
+	"github.com/nodeaccess/nodeaccess-operator/internal/nodefilter"
 )
 
 // ServeOptions are the agent's HTTP endpoints; "0" disables one.
@@ -30,16 +31,20 @@ type ServeOptions struct {
 	ProbeAddr string
 }
 
-// Runner runs one agent: two informers (its own Node, by a field selector,
-// and the rendered grants of one namespace), one reconcile loop, the file
-// watcher and the probes. Nothing else is read, and no Secret is ever
+// Runner runs one agent: informers of its own Node (by a field selector),
+// of the vocabulary of the grant filter (one ConfigMap) and of the rendered
+// grants of one namespace that may concern the node, one reconcile loop,
+// the file watcher and the probes. Nothing else is read, and no Secret is ever
 // reachable.
 type Runner struct {
-	agent     *Agent
-	serve     ServeOptions
-	nodes     cache.Store
-	grants    cache.Store
-	informers []cache.Controller
+	agent      *Agent
+	serve      ServeOptions
+	nodes      cache.Store
+	vocabulary cache.Store
+	grants     *grantWatches
+	informers  []cache.Controller
+	// refilter holds at most one pending change of the grant watches' selectors.
+	refilter chan struct{}
 	// kick holds at most one pending pass: bursts of events collapse into one.
 	kick  chan struct{}
 	ready atomic.Bool
@@ -54,7 +59,7 @@ func NewRunner(restCfg *rest.Config, cfg Config, serve ServeOptions) (*Runner, e
 	if err != nil {
 		return nil, err
 	}
-	r := &Runner{serve: serve, kick: make(chan struct{}, 1)}
+	r := &Runner{serve: serve, kick: make(chan struct{}, 1), refilter: make(chan struct{}, 1)}
 	// Of its Node the agent uses the name, UID and labels: status updates
 	// (the kubelet's, every few minutes) start no pass.
 	nodeEvents := cache.ResourceEventHandlerFuncs{
@@ -64,13 +69,19 @@ func NewRunner(restCfg *rest.Config, cfg Config, serve ServeOptions) (*Runner, e
 			n, ok2 := obj.(*corev1.Node)
 			if !ok1 || !ok2 || o.UID != n.UID || !maps.Equal(o.Labels, n.Labels) {
 				r.trigger()
+				r.changeFilter()
 			}
 		},
 		DeleteFunc: func(any) { r.trigger() },
 	}
-	// Every agent sees every grant's events; only those of grants that
-	// select the node, before or after the change, start a pass (and every
-	// deletion).
+	vocabularyEvents := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { r.changeFilter() },
+		UpdateFunc: func(any, any) { r.changeFilter() },
+		DeleteFunc: func(any) { r.changeFilter() },
+	}
+	// The API server sends an agent the events of the grants that may
+	// select its node (see grantWatches); only those of grants that select
+	// it, before or after the change, start a pass (and every deletion).
 	grantEvents := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { r.triggerIf(obj) },
 		UpdateFunc: func(old, obj any) { r.triggerIf(old, obj) },
@@ -85,8 +96,8 @@ func NewRunner(restCfg *rest.Config, cfg Config, serve ServeOptions) (*Runner, e
 	}
 	r.nodes = inform(cache.NewListWatchFromClient(api.core, "nodes", "",
 		fields.OneTermEqualSelector("metadata.name", cfg.NodeName)), &corev1.Node{}, nodeEvents)
-	r.grants = inform(cache.NewListWatchFromClient(api.nav, "renderednodeaccesses", cfg.Namespace,
-		fields.Everything()), &nav1.RenderedNodeAccess{}, grantEvents)
+	r.vocabulary = inform(vocabularyListWatch(api, cfg.Namespace), &corev1.ConfigMap{}, vocabularyEvents)
+	r.grants = &grantWatches{api: api, namespace: cfg.Namespace, handler: grantEvents}
 	if r.agent, err = newAgent(cfg, storeSource{r}, api); err != nil {
 		return nil, err
 	}
@@ -105,6 +116,38 @@ func (r *Runner) triggerIf(objs ...any) {
 			return
 		}
 	}
+}
+
+// changeFilter asks for the grant watches' selectors to be computed again.
+func (r *Runner) changeFilter() {
+	select {
+	case r.refilter <- struct{}{}:
+	default:
+	}
+}
+
+// filterLoop keeps the grant watches' selectors those of the node's labels
+// and the vocabulary, starting a pass after each change.
+func (r *Runner) filterLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.refilter:
+		}
+		if r.grants.ensure(ctx, r.selectors()) {
+			r.trigger()
+		}
+	}
+}
+
+// selectors are the grant watches' selectors for what the informers hold now.
+func (r *Runner) selectors() []string {
+	var nodeLabels map[string]string
+	if n, _ := (storeSource{r}).node(context.Background()); n != nil {
+		nodeLabels = n.Labels
+	}
+	return selectors(nodeLabels, vocabulary(r.vocabulary))
 }
 
 func (r *Runner) trigger() {
@@ -147,11 +190,16 @@ func (r *Runner) Start(ctx context.Context) error {
 	for _, inf := range r.informers {
 		synced = append(synced, inf.HasSynced)
 	}
-	// Nothing is written, and so nothing removed, before both informers
-	// hold the whole of what they watch.
+	// Nothing is written, and so nothing removed, before every informer
+	// holds the whole of what it watches.
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return nil
 	}
+	defer r.grants.stopAll()
+	if !r.grants.ensure(ctx, r.selectors()) {
+		return nil
+	}
+	wg.Go(func() { r.filterLoop(ctx) })
 	r.ready.Store(true)
 	log.Info("Informers synced; keeping the node's files")
 	return r.loop(ctx)
@@ -219,13 +267,18 @@ func (r *Runner) probes() (*http.Server, error) {
 
 // slim drops from cached objects what the agent never reads: all of a
 // Node but its name, UID and labels (a real Node's status is tens of KiB),
-// and every object's managed fields.
+// all of a ConfigMap but the vocabulary, and every object's managed fields.
 func slim(obj any) (any, error) {
 	switch o := obj.(type) {
 	case *corev1.Node:
 		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{
 			Name: o.Name, UID: o.UID, Labels: o.Labels, ResourceVersion: o.ResourceVersion,
 		}}, nil
+	case *corev1.ConfigMap:
+		return &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Name: o.Name, Namespace: o.Namespace, ResourceVersion: o.ResourceVersion},
+			Data:       map[string]string{nodefilter.KeysField: o.Data[nodefilter.KeysField]},
+		}, nil
 	case metav1.Object:
 		o.SetManagedFields(nil)
 	}
@@ -245,12 +298,5 @@ func (s storeSource) node(context.Context) (*corev1.Node, error) {
 }
 
 func (s storeSource) rendered(context.Context) ([]nav1.RenderedNodeAccess, error) {
-	objs := s.r.grants.List()
-	out := make([]nav1.RenderedNodeAccess, 0, len(objs))
-	for _, obj := range objs {
-		if g, ok := obj.(*nav1.RenderedNodeAccess); ok {
-			out = append(out, *g)
-		}
-	}
-	return out, nil
+	return s.r.grants.list(), nil
 }

@@ -3,43 +3,55 @@ package render
 import (
 	"encoding/json"
 	"fmt"
-	"sort"
 	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
 )
 
-// ClusterLimits bound what the agents hold over all grants together, so
-// that no set of NodeAccess objects can exhaust the agents' memory (every
-// agent caches every rendered grant) or push an account shared by many
-// grants past the size an agent writes. docs/benchmarks.md measures an
-// agent at these bounds.
+// ClusterLimits bound what the rendered grants cost: the cluster (etcd and
+// the manager hold every one) and each node's agent (which holds the grants
+// that may select its node, and writes those that do). docs/benchmarks.md
+// measures an agent at these bounds.
 type ClusterLimits struct {
-	// MaxGrants is the most rendered grants.
+	// MaxGrants is the most rendered grants in the cluster.
 	MaxGrants int
-	// MaxBytes bounds the rendered grants' total encoded size.
+	// MaxBytes bounds the rendered grants' total encoded size in the cluster.
 	MaxBytes int
+	// MaxNodeGrants is the most rendered grants one node's agent receives.
+	MaxNodeGrants int
+	// MaxNodeBytes bounds the encoded size of the rendered grants one
+	// node's agent receives and holds in memory.
+	MaxNodeBytes int
 	// MaxAccountBytes bounds, for one account name, the bytes of the key
-	// lines all grants give it: what a node selected by all of them writes
-	// into that account's file, a part of the agent's 8 MiB per file.
+	// lines the grants selecting one node give it: what that node writes
+	// into the account's file, a part of the agent's 8 MiB per file.
 	MaxAccountBytes int
 }
 
-// DefaultClusterLimits are the manager's bounds unless told otherwise.
-var DefaultClusterLimits = ClusterLimits{MaxGrants: 1000, MaxBytes: 16 << 20, MaxAccountBytes: 4 << 20}
+// DefaultClusterLimits are the manager's bounds unless told otherwise. They
+// admit 500 NodeAccess objects of 20 keys each, every one selecting every
+// node, whatever the number of nodes.
+var DefaultClusterLimits = ClusterLimits{
+	MaxGrants: 1000, MaxBytes: 64 << 20,
+	MaxNodeGrants: 512, MaxNodeBytes: 16 << 20, MaxAccountBytes: 4 << 20,
+}
 
-// Footprint is what one rendered grant costs every agent.
+// Footprint is what one rendered grant costs the agents it reaches.
 type Footprint struct {
 	// Bytes is the rendered spec's encoded size.
 	Bytes int
 	// Accounts maps each account to the bytes of its key lines.
 	Accounts map[string]int
+	// Selector is the grant's node selector (nil: it selects no node).
+	Selector *metav1.LabelSelector
 }
 
 // FootprintOf measures a rendered spec.
 func FootprintOf(spec *nav1.RenderedNodeAccessSpec) Footprint {
 	data, _ := json.Marshal(spec)
-	f := Footprint{Bytes: len(data), Accounts: map[string]int{}}
+	f := Footprint{Bytes: len(data), Accounts: map[string]int{}, Selector: spec.NodeSelector.DeepCopy()}
 	for _, u := range spec.Users {
 		for _, k := range u.Keys {
 			// type, key, comment, the options (at most a few hundred
@@ -58,15 +70,14 @@ func FootprintOf(spec *nav1.RenderedNodeAccessSpec) Footprint {
 // Ledger adds up the footprints of every rendered grant. It is not safe
 // for concurrent use.
 type Ledger struct {
-	limits   ClusterLimits
-	grants   map[string]Footprint
-	bytes    int
-	accounts map[string]int
+	limits ClusterLimits
+	grants map[string]Footprint
+	bytes  int
 }
 
 // NewLedger returns an empty ledger with the given limits.
 func NewLedger(limits ClusterLimits) *Ledger {
-	return &Ledger{limits: limits, grants: map[string]Footprint{}, accounts: map[string]int{}}
+	return &Ledger{limits: limits, grants: map[string]Footprint{}}
 }
 
 // Has says whether the ledger counts a grant.
@@ -76,7 +87,7 @@ func (l *Ledger) Has(name string) bool {
 }
 
 // Check says whether replacing name's footprint with f keeps the cluster
-// within its limits. A change that does not grow a total that is over its
+// within its cluster-wide limits (CheckNodes checks the nodes'). A change that does not grow a total that is over its
 // limit (the limits were lowered, say) is accepted: refusing it would keep
 // more, not less.
 func (l *Ledger) Check(name string, f Footprint) error {
@@ -87,17 +98,6 @@ func (l *Ledger) Check(name string, f Footprint) error {
 	}
 	if total := l.bytes - old.Bytes + f.Bytes; total > l.limits.MaxBytes && f.Bytes > old.Bytes {
 		over = append(over, fmt.Sprintf("%d rendered bytes over all grants, at most %d", total, l.limits.MaxBytes))
-	}
-	names := make([]string, 0, len(f.Accounts))
-	for acct := range f.Accounts {
-		names = append(names, acct)
-	}
-	sort.Strings(names)
-	for _, acct := range names {
-		n := f.Accounts[acct]
-		if total := l.accounts[acct] - old.Accounts[acct] + n; total > l.limits.MaxAccountBytes && n > old.Accounts[acct] {
-			over = append(over, fmt.Sprintf("%d bytes of keys for the account %s over all grants, at most %d", total, acct, l.limits.MaxAccountBytes))
-		}
 	}
 	if len(over) > 0 {
 		return fmt.Errorf("accepting it would take the cluster to %s", strings.Join(over, "; "))
@@ -110,9 +110,6 @@ func (l *Ledger) Set(name string, f Footprint) {
 	l.Remove(name)
 	l.grants[name] = f
 	l.bytes += f.Bytes
-	for acct, n := range f.Accounts {
-		l.accounts[acct] += n
-	}
 }
 
 // Remove forgets name's footprint.
@@ -123,9 +120,4 @@ func (l *Ledger) Remove(name string) {
 	}
 	delete(l.grants, name)
 	l.bytes -= old.Bytes
-	for acct, n := range old.Accounts {
-		if l.accounts[acct] -= n; l.accounts[acct] <= 0 {
-			delete(l.accounts, acct)
-		}
-	}
 }

@@ -170,28 +170,84 @@ func TestNarrow(t *testing.T) {
 }
 
 func TestLedger(t *testing.T) {
-	l := NewLedger(ClusterLimits{MaxGrants: 2, MaxBytes: 1000, MaxAccountBytes: 300})
-	fp := func(bytes int, accts map[string]int) Footprint { return Footprint{Bytes: bytes, Accounts: accts} }
+	l := NewLedger(ClusterLimits{MaxGrants: 2, MaxBytes: 1000})
+	fp := func(bytes int) Footprint { return Footprint{Bytes: bytes} }
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	must(l.Check("a", fp(400, map[string]int{"ec2-user": 200})))
-	l.Set("a", fp(400, map[string]int{"ec2-user": 200}))
-	if err := l.Check("b", fp(400, map[string]int{"ec2-user": 200})); err == nil || !strings.Contains(err.Error(), "ec2-user") {
-		t.Fatalf("the shared account over its bound must be refused: %v", err)
-	}
-	must(l.Check("b", fp(400, map[string]int{"core": 200})))
-	l.Set("b", fp(400, map[string]int{"core": 200}))
-	if err := l.Check("c", fp(10, nil)); err == nil || !strings.Contains(err.Error(), "grants") {
+	must(l.Check("a", fp(400)))
+	l.Set("a", fp(400))
+	must(l.Check("b", fp(400)))
+	l.Set("b", fp(400))
+	if err := l.Check("c", fp(10)); err == nil || !strings.Contains(err.Error(), "grants") {
 		t.Fatalf("a third grant must be refused: %v", err)
 	}
-	if err := l.Check("a", fp(700, nil)); err == nil || !strings.Contains(err.Error(), "rendered bytes") {
+	if err := l.Check("a", fp(700)); err == nil || !strings.Contains(err.Error(), "rendered bytes") {
 		t.Fatalf("growing past the total must be refused: %v", err)
 	}
-	must(l.Check("a", fp(300, map[string]int{"ec2-user": 100}))) // shrinking is always fine
+	must(l.Check("a", fp(300))) // shrinking is always fine
 	l.Remove("a")
-	must(l.Check("c", fp(500, map[string]int{"ec2-user": 300})))
+	must(l.Check("c", fp(500)))
+}
+
+// The per-node bounds count, for each node, only the grants that reach it:
+// grants on other pools do not take its room, a grant every node receives
+// counts everywhere, and an account's bytes add up over the grants that
+// select the node, not over the cluster.
+func TestLedgerPerNode(t *testing.T) {
+	l := NewLedger(ClusterLimits{MaxGrants: 100, MaxBytes: 1 << 20, MaxNodeGrants: 2, MaxNodeBytes: 1000, MaxAccountBytes: 300})
+	pool := func(p string) *metav1.LabelSelector {
+		return &metav1.LabelSelector{MatchLabels: map[string]string{"pool": p}}
+	}
+	fp := func(sel *metav1.LabelSelector, bytes int, accts map[string]int) Footprint {
+		return Footprint{Bytes: bytes, Accounts: accts, Selector: sel}
+	}
+	var nodes []map[string]string
+	for i := range 10 {
+		nodes = append(nodes, map[string]string{"pool": fmt.Sprint("p", i%5), "kubernetes.io/hostname": fmt.Sprint("n", i)})
+	}
+	keys := []string{"pool"}
+	add := func(name string, f Footprint) error {
+		if err := l.CheckNodes(name, f, nodes, keys); err != nil {
+			return err
+		}
+		l.Set(name, f)
+		return nil
+	}
+	// 300 bytes of ec2-user on each of five pools: 1,500 over the cluster, 300 a node.
+	for i := range 5 {
+		if err := add(fmt.Sprint("pool-", i), fp(pool(fmt.Sprint("p", i)), 400, map[string]int{"ec2-user": 300})); err != nil {
+			t.Fatalf("a grant on its own pool: %v", err)
+		}
+	}
+	err := add("more-p0", fp(pool("p0"), 100, map[string]int{"ec2-user": 10}))
+	if err == nil || !strings.Contains(err.Error(), "account ec2-user") || !strings.Contains(err.Error(), "2 nodes") {
+		t.Fatalf("a second grant of ec2-user on pool p0 must be refused for its 2 nodes: %v", err)
+	}
+	// Every node receives a grant without a vocabulary key: two grants a node.
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	every := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "pool", Operator: metav1.LabelSelectorOpExists}}}
+	must(add("every", fp(every, 100, map[string]int{"core": 10})))
+	err = add("every-2", fp(every, 100, nil))
+	if err == nil || !strings.Contains(err.Error(), "3 grants") || !strings.Contains(err.Error(), "10 nodes") {
+		t.Fatalf("a third grant on every node must be refused: %v", err)
+	}
+	// Bytes a node receives.
+	err = add("pool-1", fp(pool("p1"), 1000, map[string]int{"ec2-user": 300}))
+	if err == nil || !strings.Contains(err.Error(), "rendered bytes") {
+		t.Fatalf("growing pool-1 past its nodes' bytes must be refused: %v", err)
+	}
+	// Unchanged or smaller, a grant is accepted whatever the others.
+	must(l.CheckNodes("pool-1", fp(pool("p1"), 400, map[string]int{"ec2-user": 300}), nodes, keys))
+	must(l.CheckNodes("pool-1", fp(pool("p1"), 300, map[string]int{"ec2-user": 200}), nodes, keys))
+	// A grant that selects no node costs no node anything.
+	must(add("nowhere", fp(pool("none"), 900, map[string]int{"ec2-user": 300})))
 }

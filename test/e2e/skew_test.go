@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
 	"github.com/nodeaccess/nodeaccess-operator/internal/localcluster"
+	"github.com/nodeaccess/nodeaccess-operator/internal/nodefilter"
 	"github.com/nodeaccess/nodeaccess-operator/internal/testenv"
 )
 
@@ -95,9 +97,25 @@ func holdsNothing(h *testenv.Host) bool { return len(h.ManagedKeys("alice")) == 
 // it applies their reports rightly, and a grant this agent cannot prove gone
 // (an unreadable account) is one the 0.1.0 manager counts as still held, so
 // it does not report it revoked either.
+//
+// The vocabulary of the watch filter this manager published stays while
+// the 0.1.0 manager runs: the new agent filters its watch by it, and still
+// receives the grants the 0.1.0 manager writes without the filter labels,
+// through its second watch.
 func TestSkewReleasedManagerWithNewAgents(t *testing.T) {
 	ctx := context.Background()
 	bin := released(t)
+	create(t, nodeAccess("skew-filtered", map[string]string{"pool": "skew-filtered"}, newKey(t, "f")))
+	testenv.Eventually(t, timeout, "the filter vocabulary published", func() error {
+		cm := &corev1.ConfigMap{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: namespace, Name: nodefilter.ConfigMapName}, cm); err != nil {
+			return err
+		}
+		if !slices.Contains(nodefilter.ParseKeys(cm.Data[nodefilter.KeysField]), "pool") {
+			return fmt.Errorf("vocabulary %q", cm.Data[nodefilter.KeysField])
+		}
+		return nil
+	})
 	manager.Stop(syscall.SIGTERM)
 	old, err := cluster.StartProcess(filepath.Join(workDir, "logs"), "manager-0.1.0", filepath.Join(bin, "manager"), "--namespace="+namespace,
 		"--agent-image=example.com/nodeaccess-operator:e2e", "--operator-deployment=",
@@ -114,6 +132,11 @@ func TestSkewReleasedManagerWithNewAgents(t *testing.T) {
 	create(t, nodeAccess("skew-new-agent", map[string]string{"pool": "skew-new-agent"}, k))
 	testenv.Eventually(t, timeout, "the key written", holds("skew-new-agent", k))
 	testenv.Eventually(t, timeout, "Ready for the 0.1.0 manager", ready("skew-new-agent"))
+	rendered := &nav1.RenderedNodeAccess{}
+	must(t, k8s.Get(ctx, client.ObjectKey{Namespace: namespace, Name: "skew-new-agent"}, rendered))
+	if rendered.Labels[nodefilter.Marker] != "" {
+		t.Fatalf("the 0.1.0 manager's rendered grant has the filter labels %v: the second watch was not exercised", rendered.Labels)
+	}
 
 	home := filepath.Join(h.Root, "home", "alice")
 	must(t, os.Chmod(home, 0o775))

@@ -1,0 +1,320 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
+	"github.com/nodeaccess/nodeaccess-operator/internal/nodefilter"
+)
+
+// +kubebuilder:rbac:groups="",namespace=nodeaccess-system,resources=configmaps,verbs=create;update;patch;delete
+
+// DefaultFilterSwitchGrace is how long the manager leaves agents to drop
+// the vocabulary before it relabels the rendered grants it had left
+// unlabelled (see NodeFilterReconciler).
+const DefaultFilterSwitchGrace = 30 * time.Second
+
+// nodeFilter is the vocabulary of the rendered grants' filter labels, as
+// the manager's writes use it. Every write of a rendered grant holds a read
+// lock from choosing its labels until the API server answered, so once
+// setPending returns, every later write carries the pending keys.
+type nodeFilter struct {
+	reader    client.Reader
+	namespace string
+
+	mu     sync.RWMutex
+	loaded bool
+	// published are the keys of the ConfigMap agents read; pending are the
+	// keys about to be published.
+	published, pending []string
+}
+
+// labelsFor returns, with the read lock held until done is called, the
+// filter labels of a rendered grant of sel whose current labels (nil when it
+// does not exist yet) are existing. A grant a manager wrote without the
+// Marker keeps none while a vocabulary is published: adding the Marker then
+// would move it from one of the agents' watches to the other, and an agent
+// could act between the two events.
+func (f *nodeFilter) labelsFor(ctx context.Context, sel *metav1.LabelSelector, existing map[string]string, exists bool) (map[string]string, func(), error) {
+	if err := f.load(ctx); err != nil {
+		return nil, nil, err
+	}
+	f.mu.RLock()
+	if exists && existing[nodefilter.Marker] == "" && len(f.published) > 0 {
+		return map[string]string{}, f.mu.RUnlock, nil
+	}
+	keys := union(f.published, f.pending)
+	return nodefilter.Labels(sel, keys), f.mu.RUnlock, nil
+}
+
+// keys are the vocabulary keys agents may filter by: published or pending.
+func (f *nodeFilter) keys(ctx context.Context) ([]string, error) {
+	if err := f.load(ctx); err != nil {
+		return nil, err
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return union(f.published, f.pending), nil
+}
+
+// load reads the published vocabulary once, before the first write.
+func (f *nodeFilter) load(ctx context.Context) error {
+	f.mu.RLock()
+	loaded := f.loaded
+	f.mu.RUnlock()
+	if loaded {
+		return nil
+	}
+	keys, _, err := f.read(ctx)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.loaded {
+		f.published, f.loaded = keys, true
+	}
+	return nil
+}
+
+// read returns the published vocabulary straight from the API server.
+func (f *nodeFilter) read(ctx context.Context) ([]string, bool, error) {
+	cm := &corev1.ConfigMap{}
+	err := f.reader.Get(ctx, types.NamespacedName{Namespace: f.namespace, Name: nodefilter.ConfigMapName}, cm)
+	if apierrors.IsNotFound(err) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("reading the node filter vocabulary: %w", err)
+	}
+	return nodefilter.ParseKeys(cm.Data[nodefilter.KeysField]), true, nil
+}
+
+// settled reports whether keys are published by this manager, and no other
+// keys pending.
+func (f *nodeFilter) settled(keys []string) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.loaded && f.pending == nil && slices.Equal(f.published, keys)
+}
+
+func (f *nodeFilter) setPending(keys []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pending = keys
+}
+
+func (f *nodeFilter) setPublished(keys []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.published, f.pending, f.loaded = keys, nil, true
+}
+
+func union(a, b []string) []string {
+	out := slices.Concat(a, b)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// NodeFilterReconciler publishes the vocabulary of the agents' watch filter
+// (package nodefilter) in the ConfigMap nodefilter.ConfigMapName: the node
+// label keys the NodeAccess selectors constrain to one value. It publishes
+// a vocabulary only once every labelled rendered grant carries its labels,
+// so that no agent's watch misses a grant that selects its node:
+//
+//  1. the new keys become pending: every write from then on carries them;
+//  2. every labelled rendered grant, read from the API server, that lacks
+//     them is written again with them;
+//  3. the ConfigMap is written.
+//
+// Rendered grants without the Marker (written by a manager that predates the
+// filter) reach every agent through the agents' second watch. They are
+// labelled only while no vocabulary is published: when some exist under a
+// published vocabulary, the vocabulary is withdrawn first, and they are
+// labelled SwitchGrace later, once agents watch everything again.
+type NodeFilterReconciler struct {
+	Client    client.Client
+	APIReader client.Reader
+	Namespace string
+	// SwitchGrace is how long agents are given to see a withdrawn vocabulary.
+	SwitchGrace time.Duration
+
+	filter *nodeFilter
+	// withdrawnAt is when this manager withdrew the vocabulary.
+	withdrawnAt time.Time
+	now         func() time.Time
+}
+
+var (
+	// filterRequest is the one request of the controller, and
+	// filterChangedRequest the same when the ConfigMap itself changed:
+	// then the API server's copy is read whatever this manager published.
+	filterRequest        = reconcile.Request{NamespacedName: types.NamespacedName{Name: "vocabulary"}}
+	filterChangedRequest = reconcile.Request{NamespacedName: types.NamespacedName{Name: "vocabulary-changed"}}
+)
+
+// SetupWithManager registers the controller: every NodeAccess event and
+// every change of the ConfigMap lead to one reconcile of the vocabulary.
+func (r *NodeFilterReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.now == nil {
+		r.now = time.Now
+	}
+	if r.SwitchGrace <= 0 {
+		r.SwitchGrace = DefaultFilterSwitchGrace
+	}
+	toVocabulary := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{filterRequest}
+	})
+	changed := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{filterChangedRequest}
+	})
+	ownConfigMap := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		return o.GetNamespace() == r.Namespace && o.GetName() == nodefilter.ConfigMapName
+	})
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("nodefilter").
+		Watches(&nav1.NodeAccess{}, toVocabulary, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&corev1.ConfigMap{}, changed, builder.OnlyMetadata, builder.WithPredicates(ownConfigMap)).
+		// A rendered grant written without the labels (by an earlier manager).
+		Watches(&nav1.RenderedNodeAccess{}, toVocabulary, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+			return o.GetLabels()[nodefilter.Marker] == ""
+		}))).
+		Complete(r)
+}
+
+// Reconcile brings the published vocabulary to what the selectors need.
+// When this manager published it and its cache shows every rendered grant
+// labelled for it, that costs no request.
+func (r *NodeFilterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	log := ctrl.LoggerFrom(ctx)
+	list := &nav1.NodeAccessList{}
+	if err := r.Client.List(ctx, list); err != nil {
+		return ctrl.Result{}, err
+	}
+	selectors := make([]*metav1.LabelSelector, 0, len(list.Items))
+	for i := range list.Items {
+		selectors = append(selectors, &list.Items[i].Spec.NodeSelector)
+	}
+	desired := nodefilter.Vocabulary(selectors)
+	if req != filterChangedRequest && r.filter.settled(desired) {
+		cached := &nav1.RenderedNodeAccessList{}
+		if err := r.Client.List(ctx, cached, client.InNamespace(r.Namespace)); err != nil {
+			return ctrl.Result{}, err
+		}
+		if !slices.ContainsFunc(cached.Items, func(g nav1.RenderedNodeAccess) bool {
+			return !nodefilter.Labelled(g.Labels, &g.Spec.NodeSelector, desired)
+		}) {
+			return ctrl.Result{}, nil
+		}
+	}
+
+	published, exists, err := r.filter.read(ctx)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	r.filter.setPublished(published)
+	rendered := &nav1.RenderedNodeAccessList{}
+	if err := r.APIReader.List(ctx, rendered, client.InNamespace(r.Namespace)); err != nil {
+		return ctrl.Result{}, fmt.Errorf("listing rendered grants: %w", err)
+	}
+	unmarked := 0
+	for i := range rendered.Items {
+		if rendered.Items[i].Labels[nodefilter.Marker] == "" {
+			unmarked++
+		}
+	}
+	if unmarked > 0 && len(published) > 0 {
+		log.Info("Withdrawing the node filter vocabulary to label rendered grants written without it", "grants", unmarked)
+		r.withdrawnAt = r.now()
+		return ctrl.Result{RequeueAfter: r.SwitchGrace}, r.publish(ctx, nil)
+	}
+	if unmarked > 0 {
+		if wait := r.SwitchGrace - r.now().Sub(r.withdrawnAt); wait > 0 {
+			return ctrl.Result{RequeueAfter: wait}, nil
+		}
+	}
+
+	r.filter.setPending(desired)
+	relabelled := 0
+	for i := range rendered.Items {
+		g := &rendered.Items[i]
+		if nodefilter.Labelled(g.Labels, &g.Spec.NodeSelector, desired) {
+			continue
+		}
+		if err := r.relabel(ctx, g); err != nil {
+			return ctrl.Result{}, err
+		}
+		relabelled++
+	}
+	if relabelled > 0 {
+		// Published on the next pass, once a fresh list shows them all labelled.
+		log.V(1).Info("Labelled rendered grants for the node filter", "grants", relabelled)
+		return ctrl.Result{Requeue: true}, nil
+	}
+	if slices.Equal(published, desired) && (exists || len(desired) == 0) {
+		r.filter.setPublished(desired)
+		return ctrl.Result{}, nil
+	}
+	if err := r.publish(ctx, desired); err != nil {
+		return ctrl.Result{}, err
+	}
+	log.Info("Published the node filter vocabulary", "labelKeys", desired)
+	return ctrl.Result{}, nil
+}
+
+// relabel writes a rendered grant again, unchanged but for its filter
+// labels, provided nobody changed it since it was read.
+func (r *NodeFilterReconciler) relabel(ctx context.Context, g *nav1.RenderedNodeAccess) error {
+	labels, done, err := r.filter.labelsFor(ctx, &g.Spec.NodeSelector, nil, false)
+	if err != nil {
+		return err
+	}
+	defer done()
+	obj := renderedObject(g.Name, r.Namespace, &g.Spec, g.OwnerReferences, labels)
+	obj.ResourceVersion = g.ResourceVersion
+	if err := applyObject(ctx, r.Client, obj); err != nil {
+		return fmt.Errorf("labelling rendered grant %s: %w", g.Name, err)
+	}
+	return nil
+}
+
+// publish writes the vocabulary; an empty one deletes the ConfigMap, and
+// agents then watch every rendered grant.
+func (r *NodeFilterReconciler) publish(ctx context.Context, keys []string) error {
+	if len(keys) == 0 {
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: r.Namespace, Name: nodefilter.ConfigMapName}}
+		if err := r.Client.Delete(ctx, cm); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("withdrawing the node filter vocabulary: %w", err)
+		}
+		r.filter.setPublished(nil)
+		return nil
+	}
+	cm := &corev1.ConfigMap{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: r.Namespace, Name: nodefilter.ConfigMapName,
+			Labels: map[string]string{"app.kubernetes.io/managed-by": "nodeaccess-operator"},
+		},
+		Data: map[string]string{nodefilter.KeysField: nodefilter.FormatKeys(keys)},
+	}
+	if err := applyObject(ctx, r.Client, cm); err != nil {
+		return fmt.Errorf("publishing the node filter vocabulary: %w", err)
+	}
+	r.filter.setPublished(keys)
+	return nil
+}
