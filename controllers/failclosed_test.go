@@ -213,9 +213,9 @@ func TestRemovalsReachTheNodesWhateverTheSize(t *testing.T) {
 	}
 }
 
-// Keys for one account over all grants are bounded at render time: a grant
-// that would take alice's file past the bound is refused in status and an
-// Event before any node sees it.
+// Keys for one account over the grants that select one node are bounded at
+// render time: a grant that would take alice's file on a node past the
+// bound is refused in status and an Event before any node sees it.
 func TestAccountOverflowIsRefusedAtRenderTime(t *testing.T) {
 	nodes := startNodes(t, "overflow", "overflow")
 	teamNamespace(t, "team-overflow")
@@ -242,6 +242,17 @@ func TestAccountOverflowIsRefusedAtRenderTime(t *testing.T) {
 	}
 	if err := k8sClient.Get(context.Background(), client.ObjectKey{Namespace: namespace, Name: "overflow-b"}, &nav1.RenderedNodeAccess{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("the refused grant was rendered for the agents (%v)", err)
+	}
+
+	// The bound is per node: the same keys for alice on another pool's
+	// nodes take no room from this one's.
+	other := startNodes(t, "overflow-other", "overflow-other")
+	c := nodeAccess("overflow-c", "overflow-other")
+	c.Spec.Users[0].KeysFrom = b.Spec.Users[0].KeysFrom
+	create(t, c)
+	testenv.Eventually(t, timeout, "the same keys accepted on another pool", statusIs("overflow-c", 1, 1, 1500, nav1.AllNodesInSyncReason))
+	if got := len(other[0].host.ManagedKeys("alice")); got != 1500 {
+		t.Fatalf("alice holds %d keys on the other pool, want 1500", got)
 	}
 }
 
