@@ -26,6 +26,18 @@ import (
 	"github.com/nodeaccess/nodeaccess-operator/internal/localcluster"
 )
 
+// benchScheme holds the kinds the bench reads and writes.
+var benchScheme = func() *kruntime.Scheme {
+	s := kruntime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := nav1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return s
+}()
+
 // bench is one node count's cluster, manager and agents.
 type bench struct {
 	o        options
@@ -38,6 +50,12 @@ type bench struct {
 	tracker  *tracker
 	audit    string
 	stopping []func()
+	// pools is how many pools the nodes are split into (NodeAccess i of
+	// the churn selects pool i%pools); hosts holds the nodes' host roots.
+	pools int
+	hosts string
+	// bytes counts what the in-process agents read from the API server.
+	bytes *byteCounter
 
 	// managerPprof is the manager's profiler address, "0" unless profiling.
 	managerPprof string
@@ -73,13 +91,10 @@ func (b *bench) start() error {
 	if err != nil {
 		return err
 	}
-	scheme := kruntime.NewScheme()
-	_ = clientgoscheme.AddToScheme(scheme)
-	_ = nav1.AddToScheme(scheme)
 	cfg := rest.CopyConfig(b.cluster.Config)
 	cfg.UserAgent = "bench-driver"
 	cfg.QPS, cfg.Burst = 500, 1000
-	if b.k8s, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
+	if b.k8s, err = client.New(cfg, client.Options{Scheme: benchScheme}); err != nil {
 		return err
 	}
 	ctx := context.Background()
@@ -93,7 +108,7 @@ func (b *bench) start() error {
 	if err := parallel(names, 50, func(name string) error {
 		i, _ := strconv.Atoi(strings.TrimPrefix(name, "node-"))
 		return b.k8s.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
-			"kubernetes.io/os": "linux", "bench": "yes", "pool": fmt.Sprintf("p%d", i%pools),
+			"kubernetes.io/os": "linux", "bench": "yes", "pool": b.poolOf(i),
 		}}})
 	}); err != nil {
 		return fmt.Errorf("creating nodes: %w", err)
@@ -106,7 +121,7 @@ func (b *bench) start() error {
 	}
 	// Agents as separate processes (the last procAgents nodes): their memory is per agent.
 	for _, name := range names[b.n:] {
-		root, err := newHost(filepath.Join(b.dir, "hosts", name))
+		root, err := b.newHost(name)
 		if err != nil {
 			return err
 		}
@@ -119,9 +134,7 @@ func (b *bench) start() error {
 		b.procs = append(b.procs, p)
 	}
 	// Agents in this process: each its own client, connection, cache and host root.
-	if err := parallel(names[:b.n], 20, func(name string) error {
-		return b.startAgent(name, b.tracker.onWrite(name))
-	}); err != nil {
+	if err := parallel(names[:b.n], 20, b.startAgent); err != nil {
 		return err
 	}
 	// Every agent is up when it has reported its node; then it has synced its caches.
@@ -137,15 +150,18 @@ func (b *bench) start() error {
 	})
 }
 
-// startAgent runs one in-process agent with its own controller manager.
-func (b *bench) startAgent(name string, onWrite func(string, []byte)) error {
-	root, err := newHost(filepath.Join(b.dir, "hosts", name))
+// startAgent runs one in-process agent, built as cmd/agent builds it, its
+// client counting the bytes it reads.
+func (b *bench) startAgent(name string) error {
+	root, err := b.newHost(name)
 	if err != nil {
 		return err
 	}
-	runner, err := agent.NewRunner(agentConfig(b.cluster.Config, name), agent.Config{
+	cfg := agentConfig(b.cluster.Config, name)
+	cfg.Wrap(b.bytes.wrap)
+	runner, err := agent.NewRunner(cfg, agent.Config{
 		NodeName: name, Namespace: namespace, HostRoot: root,
-		Resync: time.Minute, Heartbeat: 10 * time.Minute, ReportDelay: agent.DefaultReportDelay, OnWrite: onWrite,
+		Resync: time.Minute, Heartbeat: 10 * time.Minute, ReportDelay: agent.DefaultReportDelay,
 	}, agent.ServeOptions{ProbeAddr: "0"})
 	if err != nil {
 		return err
@@ -187,28 +203,45 @@ func (b *bench) stop() {
 	if b.cluster != nil {
 		b.cluster.Stop()
 	}
+	b.tracker.close()
+	_ = os.RemoveAll(b.hosts)
 }
 
-// newHost makes a host root with /etc/passwd naming alice and her home,
-// owned by the user running the bench, so that it works with or without root.
-func newHost(root string) (string, error) {
+// newHost makes a node's host root, with /etc/passwd naming alice and her
+// home (with an empty .ssh, which the tracker watches), owned by the user
+// running the bench, so that it works with or without root.
+func (b *bench) newHost(node string) (string, error) {
+	root := filepath.Join(b.hosts, node)
 	uid, gid := os.Getuid(), os.Getgid()
+	passwd := fmt.Sprintf("root:x:0:0:root:/root:/bin/sh\n%s:x:%d:%d::/home/%s:/bin/sh\n", account, uid, gid, account)
+	if uid == 0 {
+		uid, gid = 1001, 1001
+		passwd = fmt.Sprintf("root:x:0:0:root:/root:/bin/sh\n%s:x:1001:1001::/home/%s:/bin/sh\n", account, account)
+	}
 	home := filepath.Join(root, "home", account)
-	if err := os.MkdirAll(home, 0o755); err != nil {
+	ssh := filepath.Join(home, ".ssh")
+	if err := os.MkdirAll(ssh, 0o700); err != nil {
+		return "", err
+	}
+	for _, d := range []string{home, ssh} {
+		if err := os.Lchown(d, uid, gid); err != nil {
+			return "", err
+		}
+	}
+	if err := os.Chmod(home, 0o755); err != nil {
 		return "", err
 	}
 	if err := os.MkdirAll(filepath.Join(root, "etc"), 0o755); err != nil {
 		return "", err
 	}
-	passwd := fmt.Sprintf("root:x:0:0:root:/root:/bin/sh\n%s:x:%d:%d::/home/%s:/bin/sh\n", account, uid, gid, account)
-	if uid == 0 {
-		passwd = fmt.Sprintf("root:x:0:0:root:/root:/bin/sh\n%s:x:1001:1001::/home/%s:/bin/sh\n", account, account)
-		if err := os.Chown(home, 1001, 1001); err != nil {
-			return "", err
-		}
+	if err := os.WriteFile(filepath.Join(root, "etc", "passwd"), []byte(passwd), 0o644); err != nil {
+		return "", err
 	}
-	return root, os.WriteFile(filepath.Join(root, "etc", "passwd"), []byte(passwd), 0o644)
+	return root, b.tracker.add(node, ssh)
 }
+
+// poolOf names the pool of node i.
+func (b *bench) poolOf(i int) string { return fmt.Sprintf("p%d", i%b.pools) }
 
 // nodeNames lists the in-process agents' nodes, of one pool or of all.
 func (b *bench) nodeNames(pool string) []string {
@@ -216,7 +249,7 @@ func (b *bench) nodeNames(pool string) []string {
 		b.names = map[string][]string{}
 		for i := range b.n {
 			name := fmt.Sprintf("node-%05d", i)
-			p := fmt.Sprintf("p%d", i%pools)
+			p := b.poolOf(i)
 			b.names[""] = append(b.names[""], name)
 			b.names[p] = append(b.names[p], name)
 		}

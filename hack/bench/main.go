@@ -3,17 +3,28 @@
 //
 // For each node count it starts a fresh local control plane (etcd and
 // kube-apiserver from bin/k8s, with an audit log), the manager as a separate
-// process, N simulated nodes each with a real agent, and runs the scenarios:
-// grant, update, revoke (one NodeAccess selecting every node) and churn (100
-// NodeAccess × 20 keys, then 10 changes per second for a minute). Latency is
-// the time from the API call until each node's agent wrote the change into
-// the file, taken from the agents' own writes (agent.Config.OnWrite), never
-// by polling. API requests are counted from the API server's audit log, by
-// client (user agent) and by verb and resource; memory and CPU are read
-// from /proc. A baseline runs the same agents with a 60 s polling loop
-// instead of watches.
+// process and N simulated nodes, each with a real agent (agent.NewRunner, as
+// cmd/agent builds it) and a host root of its own (cluster.go), and
+// observes everything from outside:
 //
-// Results go to bin/bench/results.json and the table in docs/benchmarks.md.
+//   - the floor (floor.go): how long one small object update takes to reach
+//     N watchers on their own connections; every latency is also reported
+//     as a ratio to its p99;
+//   - the scenarios (scenarios.go): grant, update and revoke of one
+//     NodeAccess selecting every node; churn (NodeAccess on pools of nodes,
+//     then a steady rate of key rotations) with the lag of the status
+//     behind the files (reportlag.go); an idle window; and a polling
+//     baseline (baseline.go);
+//   - latency (tracker.go): one inotify instance watches every node's .ssh
+//     directory; a sample is the time from the API call to the event of the
+//     node's authorized_keys holding (or no longer holding) the key;
+//   - API requests (audit.go) from the API server's audit log, by client,
+//     verb and resource; the bytes the agents read (agentbytes.go), counted
+//     by a wrapper of their client's transport; memory and CPU
+//     (procstats.go) from /proc.
+//
+// Results go to bin/bench/results.json and the table in docs/benchmarks.md
+// (docwriter.go).
 package main
 
 import (
@@ -37,24 +48,28 @@ import (
 const (
 	namespace = "nodeaccess-system"
 	account   = "alice"
-	// pools split the nodes for the churn scenario: NodeAccess i selects pool i%pools.
-	pools = 10
 	// procAgents agents run as separate processes, for per-agent memory.
 	procAgents = 3
 	// agentUA marks the in-process agents' requests in the audit log.
 	agentUA = "nodeaccess-agent-bench"
+	// minPools is the fewest pools the nodes are split into.
+	minPools = 10
 )
 
 type options struct {
 	nodes         []int
-	churnObjects  int
+	poolSize      int
+	nodeAccess    int
 	churnKeys     int
 	churnRate     int
 	churnFor      time.Duration
+	lateAfter     time.Duration
+	floorUpdates  int
 	baselineNodes int
 	pollEvery     time.Duration
 	idle          time.Duration
 	out, doc      string
+	hostsDir      string
 	root, k8sBin  string
 	work          string
 	profileDir    string
@@ -64,13 +79,17 @@ func main() {
 	var o options
 	nodes := flag.String("nodes", "100,1000", "Comma-separated node counts (each gets a fresh cluster).")
 	flag.StringVar(&o.profileDir, "profile-dir", "", "When set, write CPU profiles of the bench process (the agents) and of the API server during grant, update and revoke there.")
-	flag.IntVar(&o.churnObjects, "churn-objects", 100, "NodeAccess objects in the churn scenario.")
+	flag.IntVar(&o.poolSize, "pool-size", 100, "Nodes per pool: the nodes are split into max(10, nodes/pool-size) pools.")
+	flag.IntVar(&o.nodeAccess, "nodeaccess", 0, "NodeAccess objects in the churn scenario, NodeAccess i on pool i mod pools; 0 means 10 per pool (100 at 1,000 nodes, 500 at 5,000).")
 	flag.IntVar(&o.churnKeys, "churn-keys", 20, "Keys per NodeAccess in the churn scenario.")
 	flag.IntVar(&o.churnRate, "churn-rate", 10, "Changes per second in the churn scenario.")
 	flag.DurationVar(&o.churnFor, "churn-for", time.Minute, "How long the churn lasts.")
+	flag.DurationVar(&o.lateAfter, "late-after", 100*time.Millisecond, "A churn change issued more than this after its schedule counts as late.")
+	flag.IntVar(&o.floorUpdates, "floor-updates", 20, "Updates of the floor's ConfigMap.")
 	flag.IntVar(&o.baselineNodes, "baseline-nodes", 100, "Nodes of the polling baseline (0 skips it).")
 	flag.DurationVar(&o.pollEvery, "poll-every", time.Minute, "The baseline's polling interval.")
 	flag.DurationVar(&o.idle, "idle", 30*time.Second, "Steady-state window in which agents' requests are counted.")
+	flag.StringVar(&o.hostsDir, "hosts-dir", "", "Where the simulated nodes' host roots are made (a tmpfs such as /dev/shm keeps thousands of fsync pairs off the disk); default: the bench's work directory.")
 	flag.StringVar(&o.out, "out", "bin/bench/results.json", "Machine-readable results.")
 	flag.StringVar(&o.doc, "doc", "docs/benchmarks.md", "The document whose results table is rewritten.")
 	flag.Parse()
@@ -81,6 +100,10 @@ func main() {
 			os.Exit(2)
 		}
 		o.nodes = append(o.nodes, n)
+	}
+	if o.poolSize < 1 || o.nodeAccess < 0 || o.churnKeys < 1 || o.churnRate < 1 || o.floorUpdates < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -pool-size, -churn-keys, -churn-rate and -floor-updates must be positive, -nodeaccess not negative")
+		os.Exit(2)
 	}
 	ctrl.SetLogger(logr.Discard())
 	// client-go logs watch restarts of a thousand agents; the figures tell what matters.
@@ -97,12 +120,37 @@ type Result struct {
 	Nodes    int    `json:"nodes"`
 	// Changes is how many API changes the latencies and per-change counts cover.
 	Changes int `json:"changes"`
-	// Samples is how many (change, node) file writes were timed.
+	// Late is how many churn changes were issued later than -late-after
+	// after their schedule.
+	Late int `json:"late,omitempty"`
+	// Watchers is the floor's number of watchers.
+	Watchers int `json:"watchers,omitempty"`
+	// Samples is how many (change, node) file changes were timed.
 	Samples int     `json:"samples"`
 	P50ms   float64 `json:"p50_ms"`
 	P95ms   float64 `json:"p95_ms"`
 	P99ms   float64 `json:"p99_ms"`
 	MaxMs   float64 `json:"max_ms"`
+	// FloorRatio is P99ms over the p99 of the floor measured with every
+	// node watching, in the same run.
+	FloorRatio float64 `json:"p99_floor_ratio,omitempty"`
+	// ReportLag is, per change, the time from the last node's file showing
+	// it to the NodeAccess status counting every selected node in sync at
+	// its generation or a later one (churn only); ReportLagMissing counts
+	// changes whose status never showed that before the scenario ended.
+	ReportLagP50ms   float64 `json:"report_lag_p50_ms,omitempty"`
+	ReportLagP99ms   float64 `json:"report_lag_p99_ms,omitempty"`
+	ReportLagMissing int     `json:"report_lag_missing,omitempty"`
+	// ConcernedNodes is, per change, how many in-process agents' nodes it
+	// concerns (on average over the changes).
+	ConcernedNodes float64 `json:"concerned_nodes,omitempty"`
+	// BytesPerChange is what the in-process agents read from the API server
+	// during the scenario, per change (WatchBytesPerChange of it on
+	// watches); BytesPerConcernedNode is that divided by ConcernedNodes.
+	// In the idle window they are totals.
+	BytesPerChange        float64 `json:"agent_bytes_per_change"`
+	WatchBytesPerChange   float64 `json:"agent_watch_bytes_per_change"`
+	BytesPerConcernedNode float64 `json:"agent_bytes_per_concerned_node,omitempty"`
 	// ManagerWrites and AgentRequests are per change, from the audit log.
 	ManagerWrites float64 `json:"manager_writes"`
 	AgentRequests float64 `json:"agent_requests"`
@@ -120,7 +168,9 @@ type Result struct {
 	AgentPrivateMiB float64 `json:"agent_private_mib"`
 	ManagerCPUs     float64 `json:"manager_cpu_seconds"`
 	AgentCPUs       float64 `json:"agent_cpu_seconds"`
-	Note            string  `json:"note,omitempty"`
+	// BenchRSSMiB is the bench process's peak RSS (the in-process agents).
+	BenchRSSMiB float64 `json:"bench_rss_mib"`
+	Note        string  `json:"note,omitempty"`
 }
 
 func run(o options) error {
@@ -136,6 +186,15 @@ func run(o options) error {
 		return err
 	}
 	defer os.RemoveAll(o.work)
+	if o.hostsDir == "" {
+		o.hostsDir = filepath.Join(o.work, "hosts")
+	} else {
+		// A directory of this run's own inside the one given, removed after.
+		if o.hostsDir, err = os.MkdirTemp(o.hostsDir, "nodeaccess-bench-hosts"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(o.hostsDir)
+	}
 	for _, b := range []struct{ out, pkg string }{{"manager", "."}, {"agent", "./cmd/agent"}} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(o.work, "bin", b.out), b.pkg)
 		cmd.Dir, cmd.Stdout, cmd.Stderr = o.root, os.Stderr, os.Stderr
@@ -166,20 +225,49 @@ func run(o options) error {
 	return nil
 }
 
+// runNodes runs everything at one node count, on one fresh cluster.
 func runNodes(o options, n int, withBaseline bool) ([]Result, error) {
-	b := &bench{o: o, n: n, dir: filepath.Join(o.work, fmt.Sprintf("n%d", n)), tracker: newTracker()}
+	b := &bench{
+		o: o, n: n, dir: filepath.Join(o.work, fmt.Sprintf("n%d", n)), hosts: filepath.Join(o.hostsDir, fmt.Sprintf("n%d", n)),
+		pools: max(minPools, n/o.poolSize), bytes: &byteCounter{},
+	}
+	var err error
+	if b.tracker, err = newTracker(); err != nil {
+		return nil, err
+	}
+	go b.tracker.run()
 	defer b.stop()
-	fmt.Printf("==> %d nodes: starting the control plane, the manager and %d agents (+%d as processes)\n", n, n, procAgents)
+	fmt.Printf("==> %d nodes in %d pools: starting the control plane, the manager and %d agents (+%d as processes)\n", n, b.pools, n, procAgents)
 	if err := b.start(); err != nil {
 		return nil, err
 	}
 	var results []Result
+	report := func(r Result) {
+		r.Nodes = n
+		b.resources(&r)
+		if len(results) > 0 && results[0].Scenario == "floor" && results[0].P99ms > 0 {
+			r.FloorRatio = r.P99ms / results[0].P99ms
+		}
+		results = append(results, r)
+		fmt.Println("    " + r.summary())
+	}
+	// The floor first, with every node's watcher, then one pool's.
+	r, err := b.floor("floor", "bench-floor", n, o.floorUpdates)
+	if err != nil {
+		return results, err
+	}
+	report(r)
+	if pool := len(b.nodeNames(b.poolOf(0))); pool < n {
+		if r, err = b.floor("floor-pool", "bench-floor-pool", pool, o.floorUpdates); err != nil {
+			return results, err
+		}
+		report(r)
+	}
 	stopProfiles := func() {}
 	if o.profileDir != "" {
-		var err error
 		// Grant, update and revoke take less than this at 1,000 nodes.
 		if stopProfiles, err = b.profile("grant-update-revoke", 20); err != nil {
-			return nil, err
+			return results, err
 		}
 	}
 	for _, sc := range []func() (Result, error){b.grantUpdateRevoke("grant"), b.grantUpdateRevoke("update"), b.grantUpdateRevoke("revoke"), b.churn} {
@@ -190,31 +278,43 @@ func runNodes(o options, n int, withBaseline bool) ([]Result, error) {
 		if r.Scenario == "revoke" || r.Scenario == "churn" {
 			stopProfiles()
 		}
-		r.Nodes = n
-		b.resources(&r)
-		fmt.Printf("    %-8s p50 %6.0f ms  p95 %6.0f ms  p99 %6.0f ms  max %6.0f ms  manager writes/change %.1f  agent requests/change %.1f  manager RSS %.0f MiB  agent RSS %.0f MiB\n",
-			r.Scenario, r.P50ms, r.P95ms, r.P99ms, r.MaxMs, r.ManagerWrites, r.AgentRequests, r.ManagerRSSMiB, r.AgentRSSMiB)
-		results = append(results, r)
+		report(r)
 	}
-	idle, err := b.steadyState()
-	if err != nil {
+	if r, err = b.steadyState(); err != nil {
 		return results, err
 	}
-	idle.Nodes = n
-	b.resources(&idle)
-	fmt.Printf("    idle     %d agent requests (besides watches) and %d manager writes in %s\n", int(idle.AgentRequests), int(idle.ManagerWrites), o.idle)
-	results = append(results, idle)
+	report(r)
 	if withBaseline {
-		r, err := b.baseline()
-		if err != nil {
+		if r, err = b.baseline(); err != nil {
 			return results, err
 		}
-		b.resources(&r)
-		fmt.Printf("    baseline (%d polling agents, every %s): p50 %.0f ms  p99 %.0f ms  max %.0f ms; %.1f agent requests per agent-minute\n",
-			r.Nodes, o.pollEvery, r.P50ms, r.P99ms, r.MaxMs, r.AgentRequests)
-		results = append(results, r)
+		report(r)
+		results[len(results)-1].Nodes = o.baselineNodes
+	}
+	if o := b.tracker.overflowCount(); o > 0 {
+		fmt.Printf("    the file tracker's inotify queue overflowed %d times; the nodes pending then were read again (their times are upper bounds)\n", o)
 	}
 	return results, nil
+}
+
+// summary is a result's line of progress output.
+func (r Result) summary() string {
+	switch r.Scenario {
+	case "idle":
+		return fmt.Sprintf("idle     %d agent requests (besides watches), %d manager writes and %.0f bytes to agents in the window",
+			int(r.AgentRequests), int(r.ManagerWrites), r.BytesPerChange)
+	case "floor", "floor-pool":
+		return fmt.Sprintf("%-10s %d watchers: p50 %.0f ms  p99 %.0f ms  max %.0f ms", r.Scenario, r.Watchers, r.P50ms, r.P99ms, r.MaxMs)
+	}
+	s := fmt.Sprintf("%-8s p50 %6.0f ms  p95 %6.0f ms  p99 %6.0f ms (%.1fx floor)  max %6.0f ms  manager writes/change %.1f  agent requests/change %.1f  "+
+		"agent KiB/change %.1f (%.0f bytes per concerned node)  manager RSS %.0f MiB  agent RSS %.0f MiB  bench RSS %.0f MiB",
+		r.Scenario, r.P50ms, r.P95ms, r.P99ms, r.FloorRatio, r.MaxMs, r.ManagerWrites, r.AgentRequests, r.BytesPerChange/1024, r.BytesPerConcernedNode,
+		r.ManagerRSSMiB, r.AgentRSSMiB, r.BenchRSSMiB)
+	if r.Scenario == "churn" {
+		s += fmt.Sprintf("\n             %d of %d changes issued late; status lag behind the files p50 %.0f ms  p99 %.0f ms (%d never in sync)",
+			r.Late, r.Changes, r.ReportLagP50ms, r.ReportLagP99ms, r.ReportLagMissing)
+	}
+	return s
 }
 
 // parallel runs fn for every item with at most width at once.
@@ -224,15 +324,13 @@ func parallel(items []string, width int, fn func(string) error) error {
 	var first error
 	var wg sync.WaitGroup
 	for range min(width, max(len(items), 1)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for it := range work {
 				if err := fn(it); err != nil {
 					once.Do(func() { first = err })
 				}
 			}
-		}()
+		})
 	}
 	for _, it := range items {
 		work <- it

@@ -9,9 +9,11 @@ import (
 	"strings"
 )
 
-// resources fills in the manager's and the process agents' peak RSS and CPU.
+// resources fills in the manager's and the process agents' peak RSS and
+// CPU, and the bench process's peak RSS.
 func (b *bench) resources(r *Result) {
 	r.ManagerRSSMiB, r.ManagerCPUs = procStats(b.manager.Pid())
+	r.BenchRSSMiB, _ = procStats(os.Getpid())
 	for _, p := range b.procs {
 		rss, cpu := procStats(p.Pid())
 		r.AgentRSSMiB = max(r.AgentRSSMiB, rss)

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -29,35 +30,35 @@ func (b *bench) grantUpdateRevoke(step string) func() (Result, error) {
 		switch step {
 		case "grant":
 			k := newKey("grant")
+			m := b.mark()
 			w := b.tracker.expect(k.blob, true, nodes)
-			from := time.Now()
 			na := nodeAccess("everyone", map[string]string{"bench": "yes"}, k.line)
 			if err := b.k8s.Create(ctx, na); err != nil {
 				return Result{}, err
 			}
-			return b.finish("grant", from, 1, w)
+			return b.finish("grant", m, len(nodes), w)
 		case "update":
 			k := newKey("update")
+			m := b.mark()
 			w := b.tracker.expect(k.blob, true, nodes)
-			from := time.Now()
-			if err := b.updateNA(ctx, "everyone", func(na *nav1.NodeAccess) {
+			if _, err := b.updateNA(ctx, "everyone", func(na *nav1.NodeAccess) {
 				na.Spec.Users[0].Keys = append(na.Spec.Users[0].Keys, nav1.AuthorizedKey{Key: k.line})
 			}); err != nil {
 				return Result{}, err
 			}
-			return b.finish("update", from, 1, w)
+			return b.finish("update", m, len(nodes), w)
 		default:
 			na := &nav1.NodeAccess{}
 			if err := b.k8s.Get(ctx, client.ObjectKey{Name: "everyone"}, na); err != nil {
 				return Result{}, err
 			}
 			blob := strings.Fields(na.Spec.Users[0].Keys[0].Key)[1]
+			m := b.mark()
 			w := b.tracker.expect(blob, false, nodes)
-			from := time.Now()
 			if err := b.k8s.Delete(ctx, na); err != nil {
 				return Result{}, err
 			}
-			r, err := b.finish("revoke", from, 1, w)
+			r, err := b.finish("revoke", m, len(nodes), w)
 			if err == nil {
 				err = waitFor(2*time.Minute, "NodeAccess everyone gone", func() error {
 					if err := b.k8s.Get(ctx, client.ObjectKey{Name: "everyone"}, &nav1.NodeAccess{}); err == nil {
@@ -71,23 +72,33 @@ func (b *bench) grantUpdateRevoke(step string) func() (Result, error) {
 	}
 }
 
+// updated is the outcome of one NodeAccess update.
+type updated struct {
+	// sent is when the update that succeeded was sent.
+	sent time.Time
+	// generation is the NodeAccess's generation after it.
+	generation int64
+}
+
 // updateNA applies mutate to the NodeAccess, retrying conflicts, and
 // transport errors a few times (a saturated machine drops connections).
-func (b *bench) updateNA(ctx context.Context, name string, mutate func(*nav1.NodeAccess)) error {
+func (b *bench) updateNA(ctx context.Context, name string, mutate func(*nav1.NodeAccess)) (updated, error) {
 	failures := 0
 	for {
 		na := &nav1.NodeAccess{}
 		err := b.k8s.Get(ctx, client.ObjectKey{Name: name}, na)
+		sent := time.Now()
 		if err == nil {
 			mutate(na)
+			sent = time.Now()
 			err = b.k8s.Update(ctx, na)
 		}
 		switch {
 		case err == nil:
-			return nil
+			return updated{sent: sent, generation: na.Generation}, nil
 		case apierrors.IsConflict(err):
 		case apierrors.IsNotFound(err) || failures == 5:
-			return err
+			return updated{}, err
 		default:
 			failures++
 			time.Sleep(200 * time.Millisecond)
@@ -95,9 +106,19 @@ func (b *bench) updateNA(ctx context.Context, name string, mutate func(*nav1.Nod
 	}
 }
 
-// finish waits for the expected writes, lets late requests settle, and
-// fills in latencies and request counts for the changes made since from.
-func (b *bench) finish(name string, from time.Time, changes int, waits ...*wait) (Result, error) {
+// mark is where a scenario starts: the time and the agents' byte counts.
+type mark struct {
+	at    time.Time
+	bytes byteCount
+}
+
+func (b *bench) mark() mark { return mark{at: time.Now(), bytes: b.bytes.snapshot()} }
+
+// finish waits for the expected file changes, lets the requests that follow
+// them (reports, status writes) settle, and fills in latencies, request
+// counts and bytes for the changes made since m; concerned is the number of
+// (change, in-process node) pairs the changes concern.
+func (b *bench) finish(name string, m mark, concerned int, waits ...*wait) (Result, error) {
 	var samples []time.Duration
 	for _, w := range waits {
 		got, err := w.done(3 * time.Minute)
@@ -106,10 +127,17 @@ func (b *bench) finish(name string, from time.Time, changes int, waits ...*wait)
 		}
 		samples = append(samples, got...)
 	}
-	time.Sleep(3 * time.Second) // status writes and reports that follow the files
-	r := Result{Scenario: name, Changes: changes, Samples: len(samples)}
+	time.Sleep(3 * time.Second) // the window in which reports and status writes follow the files
+	changes := len(waits)
+	r := Result{Scenario: name, Changes: changes, Samples: len(samples), ConcernedNodes: float64(concerned) / float64(changes)}
 	r.P50ms, r.P95ms, r.P99ms, r.MaxMs = percentiles(samples)
-	counts, err := countRequests(b.audit, from, time.Now())
+	bytes := b.bytes.snapshot().sub(m.bytes)
+	r.BytesPerChange = float64(bytes.total) / float64(changes)
+	r.WatchBytesPerChange = float64(bytes.watch) / float64(changes)
+	if r.ConcernedNodes > 0 {
+		r.BytesPerConcernedNode = r.BytesPerChange / r.ConcernedNodes
+	}
+	counts, err := countRequests(b.audit, m.at, time.Now())
 	if err != nil {
 		return r, err
 	}
@@ -120,21 +148,28 @@ func (b *bench) finish(name string, from time.Time, changes int, waits ...*wait)
 	return r, nil
 }
 
-// churn: churnObjects NodeAccess of churnKeys keys each, NodeAccess i on
-// pool i%pools; then churnRate key additions per second for churnFor. Each
-// change is timed on every node of its pool.
+// churn: NodeAccess of churnKeys keys each, NodeAccess i on pool i%pools;
+// then churnRate key rotations per second for churnFor, each of a random
+// NodeAccess. Each change is timed on every node of its pool, and the lag
+// of the NodeAccess status behind the last of those files is measured.
 func (b *bench) churn() (Result, error) {
 	ctx := context.Background()
-	fmt.Printf("    churn: creating %d NodeAccess × %d keys\n", b.o.churnObjects, b.o.churnKeys)
-	var setup []*wait
-	names := make([]string, b.o.churnObjects)
-	for i := range names {
-		names[i] = fmt.Sprintf("team-%03d", i)
+	objects := b.o.nodeAccess
+	if objects == 0 {
+		objects = 10 * b.pools
 	}
+	fmt.Printf("    churn: creating %d NodeAccess × %d keys on %d pools\n", objects, b.o.churnKeys, b.pools)
+	names := make([]string, objects)
+	for i := range names {
+		names[i] = fmt.Sprintf("team-%04d", i)
+	}
+	poolOf := func(name string) string {
+		i, _ := strconv.Atoi(strings.TrimPrefix(name, "team-"))
+		return b.poolOf(i)
+	}
+	var setup []*wait
 	var mu sync.Mutex
 	if err := parallel(names, 10, func(name string) error {
-		i, _ := strconv.Atoi(strings.TrimPrefix(name, "team-"))
-		pool := fmt.Sprintf("p%d", i%pools)
 		keys := make([]string, b.o.churnKeys)
 		var last sshKey
 		for j := range keys {
@@ -142,9 +177,9 @@ func (b *bench) churn() (Result, error) {
 			keys[j] = last.line
 		}
 		mu.Lock()
-		setup = append(setup, b.tracker.expect(last.blob, true, b.nodeNames(pool)))
+		setup = append(setup, b.tracker.expect(last.blob, true, b.nodeNames(poolOf(name))))
 		mu.Unlock()
-		return b.k8s.Create(ctx, nodeAccess(name, map[string]string{"pool": pool}, keys...))
+		return b.k8s.Create(ctx, nodeAccess(name, map[string]string{"pool": poolOf(name)}, keys...))
 	}); err != nil {
 		return Result{}, err
 	}
@@ -153,10 +188,10 @@ func (b *bench) churn() (Result, error) {
 			return Result{}, fmt.Errorf("churn setup: %w", err)
 		}
 	}
-	time.Sleep(3 * time.Second)
+	time.Sleep(3 * time.Second) // the setup's reports and status writes, outside the measure
 
 	fmt.Printf("    churn: %d changes per second for %s\n", b.o.churnRate, b.o.churnFor)
-	// Change i is due at from + i/rate. A change issued late (the machine
+	// Change i is due at start + i/rate. A change issued late (the machine
 	// is saturated) is issued at once, so that every run makes the same
 	// number of changes; its latency still counts from its own API call.
 	total := int(b.o.churnFor.Seconds() * float64(b.o.churnRate))
@@ -172,35 +207,47 @@ func (b *bench) churn() (Result, error) {
 		}
 		defer stop()
 	}
-	from := time.Now()
-	var waits []*wait
+	status, err := watchStatus(ctx, b.cluster.Config)
+	if err != nil {
+		return Result{}, err
+	}
+	defer status.stop()
+	m := b.mark()
+	start := time.Now()
+	waits := make([]*wait, total)
+	changes := make([]statusChange, total)
+	concerned := 0
+	var late atomic.Int64
 	errs := make(chan error, 1)
 	var wg sync.WaitGroup
-	late := 0
 	for i := range total {
-		if d := time.Until(from.Add(time.Duration(i) * interval)); d > 0 {
+		due := start.Add(time.Duration(i) * interval)
+		if d := time.Until(due); d > 0 {
 			time.Sleep(d)
-		} else if d < -interval {
-			late++
 		}
 		name := names[rand.IntN(len(names))]
-		idx, _ := strconv.Atoi(strings.TrimPrefix(name, "team-"))
 		k := keys[i]
-		waits = append(waits, b.tracker.expect(k.blob, true, b.nodeNames(fmt.Sprintf("p%d", idx%pools))))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := b.updateNA(ctx, name, func(na *nav1.NodeAccess) {
+		nodes := b.nodeNames(poolOf(name))
+		concerned += len(nodes)
+		waits[i] = b.tracker.expect(k.blob, true, nodes)
+		wg.Go(func() {
+			u, err := b.updateNA(ctx, name, func(na *nav1.NodeAccess) {
 				// Rotate: drop the oldest key, add the new one; the size stays.
 				keys := na.Spec.Users[0].Keys
 				na.Spec.Users[0].Keys = append(keys[1:len(keys):len(keys)], nav1.AuthorizedKey{Key: k.line})
-			}); err != nil {
+			})
+			if err != nil {
 				select {
 				case errs <- err:
 				default:
 				}
+				return
 			}
-		}()
+			if u.sent.Sub(due) > b.o.lateAfter {
+				late.Add(1)
+			}
+			changes[i] = statusChange{name: name, generation: u.generation}
+		})
 	}
 	wg.Wait()
 	select {
@@ -208,25 +255,37 @@ func (b *bench) churn() (Result, error) {
 		return Result{}, err
 	default:
 	}
-	if late > 0 {
-		fmt.Printf("    churn: %d of %d changes issued more than %s late\n", late, total, interval)
+	r, err := b.finish("churn", m, concerned, waits...)
+	if err != nil {
+		return r, err
 	}
-	return b.finish("churn", from, len(waits), waits...)
+	r.Late = int(late.Load())
+	for i := range changes {
+		changes[i].filesAt = waits[i].lastAt()
+	}
+	// The status of the last changes follows their files by the manager's
+	// status delay and the agents' report delay: wait for it, bounded.
+	lags, missing := status.lags(changes, 30*time.Second)
+	r.ReportLagP50ms, _, r.ReportLagP99ms, _ = percentiles(lags)
+	r.ReportLagMissing = missing
+	return r, nil
 }
 
-// steadyState counts requests while nothing changes, after a settle.
+// steadyState counts requests and bytes while nothing changes, after a settle.
 func (b *bench) steadyState() (Result, error) {
-	time.Sleep(5 * time.Second)
-	from := time.Now()
+	time.Sleep(5 * time.Second) // the last reports and status writes, outside the window
+	m := b.mark()
 	time.Sleep(b.o.idle)
-	counts, err := countRequests(b.audit, from, time.Now())
+	counts, err := countRequests(b.audit, m.at, time.Now())
 	if err != nil {
 		return Result{}, err
 	}
+	bytes := b.bytes.snapshot().sub(m.bytes)
 	return Result{
 		Scenario: "idle", ByClient: counts.byKey,
 		ManagerWrites: float64(counts.managerWrites), AgentRequests: float64(counts.agentRequests), AgentWrites: float64(counts.agentWrites),
-		Note: fmt.Sprintf("totals over %s with nothing changing; watch requests excluded", b.o.idle),
+		BytesPerChange: float64(bytes.total), WatchBytesPerChange: float64(bytes.watch),
+		Note: fmt.Sprintf("totals over %s with nothing changing; watch requests excluded from the request counts, not from the bytes", b.o.idle),
 	}, nil
 }
 
