@@ -26,7 +26,7 @@ func writeDoc(o options, results []Result) error {
 		return fmt.Errorf("%s has no results markers", o.doc)
 	}
 	var t strings.Builder
-	fmt.Fprintf(&t, "%s\n\nMeasured %s on %s, host roots on %s, with `go run ./hack/bench %s` (what `make bench` runs, with its flags).\n\n",
+	fmt.Fprintf(&t, "%s\n\nMeasured %s on %s, host roots on %s, with `go run ./hack/bench %s`.\n\n",
 		beginMarker, time.Now().UTC().Format("2006-01-02 15:04 MST"), machine(), fsKind(o.hostsDir), strings.Join(os.Args[1:], " "))
 	t.WriteString("| scenario | nodes | changes | p50 ms | p95 ms | p99 ms | max ms | p99 / floor p99 | agent KiB / change | agent bytes / change / concerned node | manager writes / change | agent requests / change | manager peak RSS MiB | agent peak RSS MiB (private) | manager CPU s |\n")
 	t.WriteString("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
@@ -44,9 +44,13 @@ func writeDoc(o options, results []Result) error {
 		if r.Scenario == "churn" {
 			changes += fmt.Sprintf(" (%d late)", r.Late)
 		}
-		fmt.Fprintf(&t, "| %s | %d | %s | %.0f | %.0f | %.0f | %.0f | %.1f | %s | %s | %.1f | %.1f | %.0f | %.0f (%.0f) | %.1f |\n",
+		writes, requests := fmt.Sprintf("%.1f", r.ManagerWrites), fmt.Sprintf("%.1f", r.AgentRequests)
+		if r.Watchers > 0 {
+			writes, requests = "–", "–" // the floor: no grant changed
+		}
+		fmt.Fprintf(&t, "| %s | %d | %s | %.0f | %.0f | %.0f | %.0f | %.1f | %s | %s | %s | %s | %.0f | %.0f (%.0f) | %.1f |\n",
 			r.Scenario, r.Nodes, changes, r.P50ms, r.P95ms, r.P99ms, r.MaxMs, r.FloorRatio,
-			dash(r.BytesPerChange/1024, "%.1f"), dash(r.BytesPerConcernedNode, "%.0f"), r.ManagerWrites, r.AgentRequests,
+			dash(r.BytesPerChange/1024, "%.1f"), dash(r.BytesPerConcernedNode, "%.0f"), writes, requests,
 			r.ManagerRSSMiB, r.AgentRSSMiB, r.AgentPrivateMiB, r.ManagerCPUs)
 	}
 	t.WriteString("\nFloor rows: `floor` is one ConfigMap update reaching one watcher per node, `floor-pool` reaching one pool's watchers while the others stay connected; changes are updates, one at a time.\n")
@@ -59,8 +63,8 @@ func writeDoc(o options, results []Result) error {
 	t.WriteString("\nSteady state (nothing changing; watch requests excluded from the request counts, not from the bytes):\n\n")
 	for _, r := range results {
 		if r.Scenario == "idle" {
-			fmt.Fprintf(&t, "- %d nodes: %d agent requests, %d manager writes and %.0f bytes read by the agents in %s; the bench process (the in-process agents) peaked at %.0f MiB.\n",
-				r.Nodes, int(r.AgentRequests), int(r.ManagerWrites), r.BytesPerChange, o.idle, r.BenchRSSMiB)
+			fmt.Fprintf(&t, "- %d nodes: %d agent requests, %d manager writes and %.0f bytes read by the agents (%.0f of them on watches) in %s; the bench process (the in-process agents) peaked at %.0f MiB.\n",
+				r.Nodes, int(r.AgentRequests), int(r.ManagerWrites), r.BytesPerChange, r.WatchBytesPerChange, o.idle, r.BenchRSSMiB)
 		}
 	}
 	t.WriteString("\n" + endMarker)

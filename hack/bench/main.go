@@ -245,8 +245,12 @@ func runNodes(o options, n int, withBaseline bool) ([]Result, error) {
 	report := func(r Result) {
 		r.Nodes = n
 		b.resources(&r)
-		if len(results) > 0 && results[0].Scenario == "floor" && results[0].P99ms > 0 {
-			r.FloorRatio = r.P99ms / results[0].P99ms
+		floor := r
+		if len(results) > 0 {
+			floor = results[0]
+		}
+		if floor.Scenario == "floor" && floor.P99ms > 0 {
+			r.FloorRatio = r.P99ms / floor.P99ms
 		}
 		results = append(results, r)
 		fmt.Println("    " + r.summary())
@@ -301,8 +305,8 @@ func runNodes(o options, n int, withBaseline bool) ([]Result, error) {
 func (r Result) summary() string {
 	switch r.Scenario {
 	case "idle":
-		return fmt.Sprintf("idle     %d agent requests (besides watches), %d manager writes and %.0f bytes to agents in the window",
-			int(r.AgentRequests), int(r.ManagerWrites), r.BytesPerChange)
+		return fmt.Sprintf("idle     %d agent requests (besides watches), %d manager writes and %.0f bytes to agents (%.0f on watches) in the window",
+			int(r.AgentRequests), int(r.ManagerWrites), r.BytesPerChange, r.WatchBytesPerChange)
 	case "floor", "floor-pool":
 		return fmt.Sprintf("%-10s %d watchers: p50 %.0f ms  p99 %.0f ms  max %.0f ms", r.Scenario, r.Watchers, r.P50ms, r.P99ms, r.MaxMs)
 	}
