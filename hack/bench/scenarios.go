@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	cryptorand "crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -16,6 +17,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
@@ -41,7 +43,7 @@ func (b *bench) grantUpdateRevoke(step string) func() (Result, error) {
 			k := newKey("update")
 			m := b.mark()
 			w := b.tracker.expect(k.blob, true, nodes)
-			if _, err := b.updateNA(ctx, "everyone", func(na *nav1.NodeAccess) {
+			if err := b.updateNA(ctx, "everyone", func(na *nav1.NodeAccess) {
 				na.Spec.Users[0].Keys = append(na.Spec.Users[0].Keys, nav1.AuthorizedKey{Key: k.line})
 			}); err != nil {
 				return Result{}, err
@@ -72,37 +74,41 @@ func (b *bench) grantUpdateRevoke(step string) func() (Result, error) {
 	}
 }
 
-// updated is the outcome of one NodeAccess update.
-type updated struct {
-	// sent is when the update that succeeded was sent.
-	sent time.Time
-	// generation is the NodeAccess's generation after it.
-	generation int64
-}
-
 // updateNA applies mutate to the NodeAccess, retrying conflicts, and
 // transport errors a few times (a saturated machine drops connections).
-func (b *bench) updateNA(ctx context.Context, name string, mutate func(*nav1.NodeAccess)) (updated, error) {
+func (b *bench) updateNA(ctx context.Context, name string, mutate func(*nav1.NodeAccess)) error {
 	failures := 0
 	for {
 		na := &nav1.NodeAccess{}
 		err := b.k8s.Get(ctx, client.ObjectKey{Name: name}, na)
-		sent := time.Now()
 		if err == nil {
 			mutate(na)
-			sent = time.Now()
 			err = b.k8s.Update(ctx, na)
 		}
 		switch {
 		case err == nil:
-			return updated{sent: sent, generation: na.Generation}, nil
+			return nil
 		case apierrors.IsConflict(err):
 		case apierrors.IsNotFound(err) || failures == 5:
-			return updated{}, err
+			return err
 		default:
 			failures++
 			time.Sleep(200 * time.Millisecond)
 		}
+	}
+}
+
+// patchNA applies a patch to the NodeAccess, which it fills in from the
+// answer, retrying transport errors a few times (the patch is the whole
+// key list, so sending it twice changes nothing).
+func (b *bench) patchNA(ctx context.Context, na *nav1.NodeAccess, patch []byte) error {
+	for failures := 0; ; failures++ {
+		err := b.k8s.Patch(ctx, na, client.RawPatch(types.MergePatchType, patch))
+		var status apierrors.APIStatus
+		if err == nil || errors.As(err, &status) || failures == 5 {
+			return err
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 
@@ -167,10 +173,16 @@ func (b *bench) churn() (Result, error) {
 		i, _ := strconv.Atoi(strings.TrimPrefix(name, "team-"))
 		return b.poolOf(i)
 	}
+	// keysOf is each NodeAccess's key lines as the driver last set them:
+	// changes are patches computed from it, with no read before.
+	keysOf := make(map[string][]string, len(names))
+	for _, name := range names {
+		keysOf[name] = make([]string, b.o.churnKeys)
+	}
 	var setup []*wait
 	var mu sync.Mutex
 	if err := parallel(names, 10, func(name string) error {
-		keys := make([]string, b.o.churnKeys)
+		keys := keysOf[name]
 		var last sshKey
 		for j := range keys {
 			last = newKey(fmt.Sprintf("%s-%d", name, j))
@@ -194,6 +206,9 @@ func (b *bench) churn() (Result, error) {
 	// Change i is due at start + i/rate. A change issued late (the machine
 	// is saturated) is issued at once, so that every run makes the same
 	// number of changes; its latency still counts from its own API call.
+	// Each is a merge patch of the NodeAccess's keys, sent after the
+	// previous change of the same NodeAccess returned (so that they apply
+	// in order), and late when sent more than lateAfter after it was due.
 	total := int(b.o.churnFor.Seconds() * float64(b.o.churnRate))
 	interval := time.Second / time.Duration(b.o.churnRate)
 	keys := make([]sshKey, total)
@@ -220,33 +235,43 @@ func (b *bench) churn() (Result, error) {
 	var late atomic.Int64
 	errs := make(chan error, 1)
 	var wg sync.WaitGroup
+	// previous holds, per NodeAccess, a channel closed when its last change returned.
+	previous := map[string]chan struct{}{}
 	for i := range total {
 		due := start.Add(time.Duration(i) * interval)
 		if d := time.Until(due); d > 0 {
 			time.Sleep(d)
 		}
 		name := names[rand.IntN(len(names))]
-		k := keys[i]
+		// Rotate: drop the oldest key, add the new one; the size stays.
+		keysOf[name] = append(keysOf[name][1:len(keysOf[name]):len(keysOf[name])], keys[i].line)
+		patch, err := keysPatch(keysOf[name])
+		if err != nil {
+			return Result{}, err
+		}
 		nodes := b.nodeNames(poolOf(name))
 		concerned += len(nodes)
-		waits[i] = b.tracker.expect(k.blob, true, nodes)
+		waits[i] = b.tracker.expect(keys[i].blob, true, nodes)
+		before, done := previous[name], make(chan struct{})
+		previous[name] = done
 		wg.Go(func() {
-			u, err := b.updateNA(ctx, name, func(na *nav1.NodeAccess) {
-				// Rotate: drop the oldest key, add the new one; the size stays.
-				keys := na.Spec.Users[0].Keys
-				na.Spec.Users[0].Keys = append(keys[1:len(keys):len(keys)], nav1.AuthorizedKey{Key: k.line})
-			})
-			if err != nil {
+			defer close(done)
+			if before != nil {
+				<-before
+			}
+			sent := time.Now()
+			na := &nav1.NodeAccess{ObjectMeta: metav1.ObjectMeta{Name: name}}
+			if err := b.patchNA(ctx, na, patch); err != nil {
 				select {
-				case errs <- err:
+				case errs <- fmt.Errorf("churn change %d: %w", i, err):
 				default:
 				}
 				return
 			}
-			if u.sent.Sub(due) > b.o.lateAfter {
+			if sent.Sub(due) > b.o.lateAfter {
 				late.Add(1)
 			}
-			changes[i] = statusChange{name: name, generation: u.generation}
+			changes[i] = statusChange{name: name, generation: na.Generation}
 		})
 	}
 	wg.Wait()
@@ -287,6 +312,15 @@ func (b *bench) steadyState() (Result, error) {
 		BytesPerChange: float64(bytes.total), WatchBytesPerChange: float64(bytes.watch),
 		Note: fmt.Sprintf("totals over %s with nothing changing; watch requests excluded from the request counts, not from the bytes", b.o.idle),
 	}, nil
+}
+
+// keysPatch is a merge patch setting alice's keys of a NodeAccess.
+func keysPatch(keys []string) ([]byte, error) {
+	user := nav1.UserAccess{Name: account}
+	for _, k := range keys {
+		user.Keys = append(user.Keys, nav1.AuthorizedKey{Key: k})
+	}
+	return json.Marshal(map[string]any{"spec": map[string]any{"users": []nav1.UserAccess{user}}})
 }
 
 func nodeAccess(name string, selector map[string]string, keys ...string) *nav1.NodeAccess {
