@@ -95,12 +95,15 @@ test-olm: manifests generate k8s-bin ## Run only the OLM suite: install from cat
 test-realnode: manifests generate k8s-bin node-packages ## Run only the real-node suite: the operator installed by real OLM on a real kubelet, containerd and sshd in private namespaces, proven by ssh logins (needs root).
 	KUBEBUILDER_ASSETS="$(K8S_BIN)" go test $(GOTEST_FLAGS) -timeout $(TEST_TIMEOUT) -v ./test/realnode/
 
-# BENCH_NODES are the node counts `make bench` measures (5000 works, slowly).
+# BENCH_NODES are the node counts `make bench` measures (5000 works, slowly);
+# BENCH_FLAGS are more flags of hack/bench, e.g. -hosts-dir=/dev/shm to keep
+# the simulated nodes' host roots on a tmpfs.
 BENCH_NODES ?= 100,1000
+BENCH_FLAGS ?=
 
 .PHONY: bench
 bench: envtest bench-realnode ## Measure propagation latency, API cost and memory at 100 and 1,000 nodes, and time to login on the real node (not part of make test); writes bin/bench/results.json and docs/benchmarks.md.
-	KUBEBUILDER_ASSETS="$(K8S_BIN)" go run ./hack/bench -nodes=$(BENCH_NODES)
+	KUBEBUILDER_ASSETS="$(K8S_BIN)" go run ./hack/bench -nodes=$(BENCH_NODES) $(BENCH_FLAGS)
 
 # BENCH_LOGIN_REPS is how many grants and revocations `make bench-realnode` times.
 BENCH_LOGIN_REPS ?= 20

@@ -27,7 +27,6 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/rest"
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
 	"github.com/nodeaccess/nodeaccess-operator/internal/authorizedkeys"
@@ -84,14 +83,10 @@ type Config struct {
 	EndSessions bool
 	// ProcRoot is the /proc that shows the node's processes; "/proc" when empty.
 	ProcRoot string
-	// OnWrite, when set, is called after each write that changed an
-	// account's file, with the bytes written (benchmarks time propagation
-	// by it, at the moment the file changes, without polling).
-	OnWrite func(account string, content []byte)
 }
 
-// source is where an agent reads its node and the rendered grants: informer
-// stores (Runner) or the API server itself (NewPolling).
+// source is where an agent reads its node and the rendered grants: the
+// Runner's informer stores.
 type source interface {
 	// node returns the agent's Node, or nil when it does not exist.
 	node(ctx context.Context) (*corev1.Node, error)
@@ -159,22 +154,6 @@ func newAgent(cfg Config, src source, api *apiClient) (*Agent, error) {
 		cfg: cfg, src: src, api: api, writer: w, files: files, sshd: sshd, logins: logins, now: time.Now,
 		held: map[string]map[authorizedkeys.Owner]int{}, unattributed: map[authorizedkeys.Owner]bool{},
 	}, nil
-}
-
-// NewPolling returns an agent that reads the API server directly at each
-// Sync, without informers or a file watcher: the benchmark's polling
-// baseline, run by calling Sync on a timer.
-func NewPolling(restCfg *rest.Config, cfg Config) (*Agent, error) {
-	api, err := newAPIClient(restCfg, cfg.NodeName)
-	if err != nil {
-		return nil, err
-	}
-	a, err := newAgent(cfg, api.direct(cfg.Namespace), api)
-	if err != nil {
-		return nil, err
-	}
-	a.files.close()
-	return a, nil
 }
 
 // Sync brings every account's file in line with the rendered grants that
@@ -376,12 +355,11 @@ func (a *Agent) applyAccount(name string, sections []authorizedkeys.Section, uid
 			Err: fmt.Errorf("%s has uid 0; the operator does not allow granting root", name)}
 		sections = nil
 	}
-	var before, out []byte
+	var before []byte
 	var written []authorizedkeys.Section
 	result, err := a.writer.UpdateAccount(acct, func(current []byte) ([]byte, error) {
-		var err error
 		before, written = current, sections
-		out, err = authorizedkeys.Render(current, sections)
+		out, err := authorizedkeys.Render(current, sections)
 		if err == nil && len(out) > nodewriter.MaxFileBytes {
 			// Too large with every key: remove what must go, add nothing.
 			written = authorizedkeys.Parse(current).KeepPresent(sections)
@@ -400,9 +378,6 @@ func (a *Agent) applyAccount(name string, sections []authorizedkeys.Section, uid
 		res.held = resolveOwners(authorizedkeys.Parse(before).Holdings(), uids)
 	}
 	a.remember(name, &res)
-	if res.changed && a.cfg.OnWrite != nil {
-		a.cfg.OnWrite(name, out)
-	}
 	if err == nil && len(res.held) > 0 {
 		a.files.watch(result.Dirs)
 	}

@@ -102,30 +102,3 @@ func (c *apiClient) getReport(ctx context.Context) (*nav1.NodeAccessReport, erro
 	}
 	return r, nil
 }
-
-// direct returns a source that reads the API server at every call.
-func (c *apiClient) direct(namespace string) source {
-	return directSource{api: c, namespace: namespace}
-}
-
-type directSource struct {
-	api       *apiClient
-	namespace string
-}
-
-func (d directSource) node(ctx context.Context) (*corev1.Node, error) {
-	n := &corev1.Node{}
-	err := d.api.core.Get().Resource("nodes").Name(d.api.node).Do(ctx).Into(n)
-	if apierrors.IsNotFound(err) {
-		return nil, nil
-	}
-	return n, err
-}
-
-func (d directSource) rendered(ctx context.Context) ([]nav1.RenderedNodeAccess, error) {
-	list := &nav1.RenderedNodeAccessList{}
-	if err := d.api.nav.Get().Namespace(d.namespace).Resource("renderednodeaccesses").Do(ctx).Into(list); err != nil {
-		return nil, err
-	}
-	return list.Items, nil
-}

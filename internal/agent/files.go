@@ -48,14 +48,6 @@ func (f *fileWatcher) watch(dirs []string) {
 	}
 }
 
-// close releases the inotify instance of an agent that never runs it.
-func (f *fileWatcher) close() {
-	if f.w != nil {
-		_ = f.w.Close()
-		f.w = nil
-	}
-}
-
 // run calls kick at every file event until ctx ends.
 func (f *fileWatcher) run(ctx context.Context, kick func()) {
 	log := logr.FromContextOrDiscard(ctx).WithName("files")

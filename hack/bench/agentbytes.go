@@ -1,0 +1,60 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"sync/atomic"
+)
+
+// byteCounter counts the response body bytes the in-process agents read
+// from the API server, through client-go's own extension point
+// (rest.Config.Wrap): watch streams, lists and the answers to their report
+// writes, as the agent reads them (after any transport decompression).
+type byteCounter struct {
+	total, watch atomic.Int64
+}
+
+// byteCount is a snapshot of the counters.
+type byteCount struct{ total, watch int64 }
+
+func (c *byteCounter) snapshot() byteCount {
+	return byteCount{total: c.total.Load(), watch: c.watch.Load()}
+}
+
+func (a byteCount) sub(b byteCount) byteCount {
+	return byteCount{total: a.total - b.total, watch: a.watch - b.watch}
+}
+
+// wrap is a rest.Config transport wrapper.
+func (c *byteCounter) wrap(rt http.RoundTripper) http.RoundTripper {
+	return countingTransport{next: rt, c: c}
+}
+
+type countingTransport struct {
+	next http.RoundTripper
+	c    *byteCounter
+}
+
+func (t countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req)
+	if err != nil || resp.Body == nil {
+		return resp, err
+	}
+	resp.Body = &countingBody{ReadCloser: resp.Body, c: t.c, watch: req.URL.Query().Get("watch") == "true"}
+	return resp, nil
+}
+
+type countingBody struct {
+	io.ReadCloser
+	c     *byteCounter
+	watch bool
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.c.total.Add(int64(n))
+	if b.watch {
+		b.c.watch.Add(int64(n))
+	}
+	return n, err
+}

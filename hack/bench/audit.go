@@ -1,0 +1,89 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// requestCounts are the audit log's requests in a time window.
+type requestCounts struct {
+	byKey                                     map[string]int
+	managerWrites, agentRequests, agentWrites int
+	agentsByPrefix                            map[string]int
+}
+
+func (c requestCounts) agentRequestsOf(prefix string) int { return c.agentsByPrefix[prefix] }
+
+type auditEvent struct {
+	Verb      string `json:"verb"`
+	UserAgent string `json:"userAgent"`
+	Stage     string `json:"stage"`
+	ObjectRef *struct {
+		Resource    string `json:"resource"`
+		Subresource string `json:"subresource"`
+	} `json:"objectRef"`
+	RequestReceivedTimestamp metav1.MicroTime `json:"requestReceivedTimestamp"`
+}
+
+// countRequests reads the audit log: requests received in [from, to],
+// by client (manager, agents, the bench itself), verb and resource. Watches
+// are left out: they are long-lived, opened once, and logged when they end.
+func countRequests(path string, from, to time.Time) (requestCounts, error) {
+	c := requestCounts{byKey: map[string]int{}, agentsByPrefix: map[string]int{}}
+	f, err := os.Open(path)
+	if err != nil {
+		return c, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	for sc.Scan() {
+		var ev auditEvent
+		if json.Unmarshal(sc.Bytes(), &ev) != nil || ev.Stage != "ResponseComplete" || ev.Verb == "watch" {
+			continue
+		}
+		at := ev.RequestReceivedTimestamp.Time
+		if at.Before(from) || at.After(to) {
+			continue
+		}
+		who := "other"
+		switch {
+		case strings.HasPrefix(ev.UserAgent, "manager/"):
+			who = "manager"
+		case strings.HasPrefix(ev.UserAgent, agentUA+"/"), strings.HasPrefix(ev.UserAgent, "agent/"):
+			who = "agent"
+		case strings.HasPrefix(ev.UserAgent, "bench-driver"):
+			who = "bench"
+		}
+		resource := ""
+		if ev.ObjectRef != nil {
+			resource = ev.ObjectRef.Resource
+			if ev.ObjectRef.Subresource != "" {
+				resource += "/" + ev.ObjectRef.Subresource
+			}
+		}
+		c.byKey[who+" "+ev.Verb+" "+resource]++
+		write := !slices.Contains([]string{"get", "list"}, ev.Verb)
+		switch who {
+		case "manager":
+			if write {
+				c.managerWrites++
+			}
+		case "agent":
+			c.agentRequests++
+			if write {
+				c.agentWrites++
+			}
+			if node, ok := strings.CutPrefix(ev.UserAgent, agentUA+"/"); ok && strings.HasPrefix(node, "poll-") {
+				c.agentsByPrefix["poll-"]++
+			}
+		}
+	}
+	return c, sc.Err()
+}

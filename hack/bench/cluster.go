@@ -1,0 +1,258 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
+	"github.com/nodeaccess/nodeaccess-operator/internal/agent"
+	"github.com/nodeaccess/nodeaccess-operator/internal/localcluster"
+)
+
+// benchScheme holds the kinds the bench reads and writes.
+var benchScheme = func() *kruntime.Scheme {
+	s := kruntime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := nav1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return s
+}()
+
+// bench is one node count's cluster, manager and agents.
+type bench struct {
+	o        options
+	n        int
+	dir      string
+	cluster  *localcluster.Cluster
+	k8s      client.Client
+	manager  *localcluster.Process
+	procs    []*localcluster.Process
+	tracker  *tracker
+	audit    string
+	stopping []func()
+	// pools is how many pools the nodes are split into (NodeAccess i of
+	// the churn selects pool i%pools); hosts holds the nodes' host roots.
+	pools int
+	hosts string
+	// bytes counts what the in-process agents read from the API server.
+	bytes *byteCounter
+
+	// managerPprof is the manager's profiler address, "0" unless profiling.
+	managerPprof string
+
+	namesOnce sync.Once
+	names     map[string][]string // by pool; "" is every node
+}
+
+func (b *bench) start() error {
+	if err := os.MkdirAll(filepath.Join(b.dir, "logs"), 0o700); err != nil {
+		return err
+	}
+	b.managerPprof = "0"
+	if b.o.profileDir != "" {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		b.managerPprof = ln.Addr().String()
+		_ = ln.Close()
+	}
+	policy := filepath.Join(b.dir, "audit-policy.yaml")
+	if err := os.WriteFile(policy, []byte("apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived, ResponseStarted]\nrules:\n- level: Metadata\n"), 0o600); err != nil {
+		return err
+	}
+	b.audit = filepath.Join(b.dir, "audit.log")
+	var err error
+	b.cluster, err = localcluster.Start(context.Background(), localcluster.Options{
+		Dir: filepath.Join(b.dir, "cluster"), BinDir: b.o.k8sBin, ControlPlaneOnly: true,
+		APIServerArgs: []string{"--audit-policy-file=" + policy, "--audit-log-path=" + b.audit, "--audit-log-maxsize=0",
+			"--max-requests-inflight=2000", "--max-mutating-requests-inflight=1000", "--profiling=" + strconv.FormatBool(b.o.profileDir != "")},
+	})
+	if err != nil {
+		return err
+	}
+	cfg := rest.CopyConfig(b.cluster.Config)
+	cfg.UserAgent = "bench-driver"
+	cfg.QPS, cfg.Burst = 500, 1000
+	if b.k8s, err = client.New(cfg, client.Options{Scheme: benchScheme}); err != nil {
+		return err
+	}
+	ctx := context.Background()
+	if err := localcluster.ApplyManifests(ctx, b.k8s, b.o.root); err != nil {
+		return err
+	}
+	names := make([]string, 0, b.n+procAgents)
+	for i := range b.n + procAgents {
+		names = append(names, fmt.Sprintf("node-%05d", i))
+	}
+	if err := parallel(names, 50, func(name string) error {
+		i, _ := strconv.Atoi(strings.TrimPrefix(name, "node-"))
+		return b.k8s.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
+			"kubernetes.io/os": "linux", "bench": "yes", "pool": b.poolOf(i),
+		}}})
+	}); err != nil {
+		return fmt.Errorf("creating nodes: %w", err)
+	}
+	b.manager, err = b.cluster.StartProcess(filepath.Join(b.dir, "logs"), "manager", filepath.Join(b.o.work, "bin", "manager"),
+		"--namespace="+namespace, "--agent-image=", "--metrics-bind-address=0", "--health-probe-bind-address=0",
+		"--status-delay=1s", "--pprof-bind-address="+b.managerPprof)
+	if err != nil {
+		return err
+	}
+	// Agents as separate processes (the last procAgents nodes): their memory is per agent.
+	for _, name := range names[b.n:] {
+		root, err := b.newHost(name)
+		if err != nil {
+			return err
+		}
+		p, err := b.cluster.StartProcess(filepath.Join(b.dir, "logs"), "agent-"+name, filepath.Join(b.o.work, "bin", "agent"),
+			"--node-name="+name, "--namespace="+namespace, "--host-root="+root, "--kubeconfig="+b.cluster.Kubeconfig,
+			"--health-probe-bind-address=0")
+		if err != nil {
+			return err
+		}
+		b.procs = append(b.procs, p)
+	}
+	// Agents in this process: each its own client, connection, cache and host root.
+	if err := parallel(names[:b.n], 20, b.startAgent); err != nil {
+		return err
+	}
+	// Every agent is up when it has reported its node; then it has synced its caches.
+	return waitFor(5*time.Minute, "every agent reporting", func() error {
+		reports := &nav1.NodeAccessReportList{}
+		if err := b.k8s.List(ctx, reports); err != nil {
+			return err
+		}
+		if len(reports.Items) < len(names) {
+			return fmt.Errorf("%d of %d agents reported", len(reports.Items), len(names))
+		}
+		return nil
+	})
+}
+
+// startAgent runs one in-process agent, built as cmd/agent builds it, its
+// client counting the bytes it reads.
+func (b *bench) startAgent(name string) error {
+	root, err := b.newHost(name)
+	if err != nil {
+		return err
+	}
+	cfg := agentConfig(b.cluster.Config, name)
+	cfg.Wrap(b.bytes.wrap)
+	runner, err := agent.NewRunner(cfg, agent.Config{
+		NodeName: name, Namespace: namespace, HostRoot: root,
+		Resync: time.Minute, Heartbeat: 10 * time.Minute, ReportDelay: agent.DefaultReportDelay,
+	}, agent.ServeOptions{ProbeAddr: "0"})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = runner.Start(ctx); close(done) }()
+	b.stopping = append(b.stopping, func() { cancel(); <-done })
+	return nil
+}
+
+// agentConfig is one agent's API client configuration: the agent binary's
+// defaults, and a transport of its own (a Proxy function makes client-go
+// build one instead of sharing a cached one), so that each agent has its own
+// connection to the API server, as separate agents do.
+func agentConfig(base *rest.Config, node string) *rest.Config {
+	cfg := rest.CopyConfig(base)
+	cfg.UserAgent = agentUA + "/" + node
+	cfg.QPS, cfg.Burst = 5, 10
+	cfg.Proxy = func(*http.Request) (*url.URL, error) { return nil, nil }
+	return cfg
+}
+
+var stopMu sync.Mutex
+
+func (b *bench) stop() {
+	stopMu.Lock()
+	defer stopMu.Unlock()
+	var wg sync.WaitGroup
+	for _, s := range b.stopping {
+		wg.Add(1)
+		go func() { defer wg.Done(); s() }()
+	}
+	wg.Wait()
+	for _, p := range b.procs {
+		p.Stop(syscall.SIGTERM)
+	}
+	b.manager.Stop(syscall.SIGTERM)
+	if b.cluster != nil {
+		b.cluster.Stop()
+	}
+	b.tracker.close()
+	_ = os.RemoveAll(b.hosts)
+}
+
+// newHost makes a node's host root, with /etc/passwd naming alice and her
+// home (with an empty .ssh, which the tracker watches), owned by the user
+// running the bench, so that it works with or without root.
+func (b *bench) newHost(node string) (string, error) {
+	root := filepath.Join(b.hosts, node)
+	uid, gid := os.Getuid(), os.Getgid()
+	passwd := fmt.Sprintf("root:x:0:0:root:/root:/bin/sh\n%s:x:%d:%d::/home/%s:/bin/sh\n", account, uid, gid, account)
+	if uid == 0 {
+		uid, gid = 1001, 1001
+		passwd = fmt.Sprintf("root:x:0:0:root:/root:/bin/sh\n%s:x:1001:1001::/home/%s:/bin/sh\n", account, account)
+	}
+	home := filepath.Join(root, "home", account)
+	ssh := filepath.Join(home, ".ssh")
+	if err := os.MkdirAll(ssh, 0o700); err != nil {
+		return "", err
+	}
+	for _, d := range []string{home, ssh} {
+		if err := os.Lchown(d, uid, gid); err != nil {
+			return "", err
+		}
+	}
+	if err := os.Chmod(home, 0o755); err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(filepath.Join(root, "etc"), 0o755); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(root, "etc", "passwd"), []byte(passwd), 0o644); err != nil {
+		return "", err
+	}
+	return root, b.tracker.add(node, ssh)
+}
+
+// poolOf names the pool of node i.
+func (b *bench) poolOf(i int) string { return fmt.Sprintf("p%d", i%b.pools) }
+
+// nodeNames lists the in-process agents' nodes, of one pool or of all.
+func (b *bench) nodeNames(pool string) []string {
+	b.namesOnce.Do(func() {
+		b.names = map[string][]string{}
+		for i := range b.n {
+			name := fmt.Sprintf("node-%05d", i)
+			p := b.poolOf(i)
+			b.names[""] = append(b.names[""], name)
+			b.names[p] = append(b.names[p], name)
+		}
+	})
+	return b.names[pool]
+}

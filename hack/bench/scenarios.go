@@ -1,0 +1,353 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	cryptorand "crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
+)
+
+// grantUpdateRevoke returns the scenario: one NodeAccess selecting every
+// node; grant creates it, update adds a key, revoke deletes it.
+func (b *bench) grantUpdateRevoke(step string) func() (Result, error) {
+	return func() (Result, error) {
+		ctx := context.Background()
+		nodes := b.nodeNames("")
+		switch step {
+		case "grant":
+			k := newKey("grant")
+			m := b.mark()
+			w := b.tracker.expect(k.blob, true, nodes)
+			na := nodeAccess("everyone", map[string]string{"bench": "yes"}, k.line)
+			if err := b.k8s.Create(ctx, na); err != nil {
+				return Result{}, err
+			}
+			return b.finish("grant", m, len(nodes), w)
+		case "update":
+			k := newKey("update")
+			m := b.mark()
+			w := b.tracker.expect(k.blob, true, nodes)
+			if err := b.updateNA(ctx, "everyone", func(na *nav1.NodeAccess) {
+				na.Spec.Users[0].Keys = append(na.Spec.Users[0].Keys, nav1.AuthorizedKey{Key: k.line})
+			}); err != nil {
+				return Result{}, err
+			}
+			return b.finish("update", m, len(nodes), w)
+		default:
+			na := &nav1.NodeAccess{}
+			if err := b.k8s.Get(ctx, client.ObjectKey{Name: "everyone"}, na); err != nil {
+				return Result{}, err
+			}
+			blob := strings.Fields(na.Spec.Users[0].Keys[0].Key)[1]
+			m := b.mark()
+			w := b.tracker.expect(blob, false, nodes)
+			if err := b.k8s.Delete(ctx, na); err != nil {
+				return Result{}, err
+			}
+			r, err := b.finish("revoke", m, len(nodes), w)
+			if err == nil {
+				err = waitFor(2*time.Minute, "NodeAccess everyone gone", func() error {
+					if err := b.k8s.Get(ctx, client.ObjectKey{Name: "everyone"}, &nav1.NodeAccess{}); err == nil {
+						return errors.New("still there")
+					}
+					return nil
+				})
+			}
+			return r, err
+		}
+	}
+}
+
+// updateNA applies mutate to the NodeAccess, retrying conflicts, and
+// transport errors a few times (a saturated machine drops connections).
+func (b *bench) updateNA(ctx context.Context, name string, mutate func(*nav1.NodeAccess)) error {
+	failures := 0
+	for {
+		na := &nav1.NodeAccess{}
+		err := b.k8s.Get(ctx, client.ObjectKey{Name: name}, na)
+		if err == nil {
+			mutate(na)
+			err = b.k8s.Update(ctx, na)
+		}
+		switch {
+		case err == nil:
+			return nil
+		case apierrors.IsConflict(err):
+		case apierrors.IsNotFound(err) || failures == 5:
+			return err
+		default:
+			failures++
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+}
+
+// patchNA applies a patch to the NodeAccess, which it fills in from the
+// answer, retrying transport errors a few times (the patch is the whole
+// key list, so sending it twice changes nothing).
+func (b *bench) patchNA(ctx context.Context, na *nav1.NodeAccess, patch []byte) error {
+	for failures := 0; ; failures++ {
+		err := b.k8s.Patch(ctx, na, client.RawPatch(types.MergePatchType, patch))
+		var status apierrors.APIStatus
+		if err == nil || errors.As(err, &status) || failures == 5 {
+			return err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// mark is where a scenario starts: the time and the agents' byte counts.
+type mark struct {
+	at    time.Time
+	bytes byteCount
+}
+
+func (b *bench) mark() mark { return mark{at: time.Now(), bytes: b.bytes.snapshot()} }
+
+// finish waits for the expected file changes, lets the requests that follow
+// them (reports, status writes) settle, and fills in latencies, request
+// counts and bytes for the changes made since m; concerned is the number of
+// (change, in-process node) pairs the changes concern.
+func (b *bench) finish(name string, m mark, concerned int, waits ...*wait) (Result, error) {
+	var samples []time.Duration
+	for _, w := range waits {
+		got, err := w.done(3 * time.Minute)
+		if err != nil {
+			return Result{}, fmt.Errorf("%s: %w", name, err)
+		}
+		samples = append(samples, got...)
+	}
+	time.Sleep(3 * time.Second) // the window in which reports and status writes follow the files
+	changes := len(waits)
+	r := Result{Scenario: name, Changes: changes, Samples: len(samples), ConcernedNodes: float64(concerned) / float64(changes)}
+	r.P50ms, r.P95ms, r.P99ms, r.MaxMs = percentiles(samples)
+	bytes := b.bytes.snapshot().sub(m.bytes)
+	r.BytesPerChange = float64(bytes.total) / float64(changes)
+	r.WatchBytesPerChange = float64(bytes.watch) / float64(changes)
+	if r.ConcernedNodes > 0 {
+		r.BytesPerConcernedNode = r.BytesPerChange / r.ConcernedNodes
+	}
+	counts, err := countRequests(b.audit, m.at, time.Now())
+	if err != nil {
+		return r, err
+	}
+	r.ByClient = counts.byKey
+	r.ManagerWrites = float64(counts.managerWrites) / float64(changes)
+	r.AgentRequests = float64(counts.agentRequests) / float64(changes)
+	r.AgentWrites = float64(counts.agentWrites) / float64(changes)
+	return r, nil
+}
+
+// churn: NodeAccess of churnKeys keys each, NodeAccess i on pool i%pools;
+// then churnRate key rotations per second for churnFor, each of a random
+// NodeAccess. Each change is timed on every node of its pool, and the lag
+// of the NodeAccess status behind the last of those files is measured.
+func (b *bench) churn() (Result, error) {
+	ctx := context.Background()
+	objects := b.o.nodeAccess
+	if objects == 0 {
+		objects = 10 * b.pools
+	}
+	fmt.Printf("    churn: creating %d NodeAccess × %d keys on %d pools\n", objects, b.o.churnKeys, b.pools)
+	names := make([]string, objects)
+	for i := range names {
+		names[i] = fmt.Sprintf("team-%04d", i)
+	}
+	poolOf := func(name string) string {
+		i, _ := strconv.Atoi(strings.TrimPrefix(name, "team-"))
+		return b.poolOf(i)
+	}
+	// keysOf is each NodeAccess's key lines as the driver last set them:
+	// changes are patches computed from it, with no read before.
+	keysOf := make(map[string][]string, len(names))
+	for _, name := range names {
+		keysOf[name] = make([]string, b.o.churnKeys)
+	}
+	var setup []*wait
+	var mu sync.Mutex
+	if err := parallel(names, 10, func(name string) error {
+		keys := keysOf[name]
+		var last sshKey
+		for j := range keys {
+			last = newKey(fmt.Sprintf("%s-%d", name, j))
+			keys[j] = last.line
+		}
+		mu.Lock()
+		setup = append(setup, b.tracker.expect(last.blob, true, b.nodeNames(poolOf(name))))
+		mu.Unlock()
+		return b.k8s.Create(ctx, nodeAccess(name, map[string]string{"pool": poolOf(name)}, keys...))
+	}); err != nil {
+		return Result{}, err
+	}
+	for _, w := range setup {
+		if _, err := w.done(5 * time.Minute); err != nil {
+			return Result{}, fmt.Errorf("churn setup: %w", err)
+		}
+	}
+	time.Sleep(3 * time.Second) // the setup's reports and status writes, outside the measure
+
+	fmt.Printf("    churn: %d changes per second for %s\n", b.o.churnRate, b.o.churnFor)
+	// Change i is due at start + i/rate. A change issued late (the machine
+	// is saturated) is issued at once, so that every run makes the same
+	// number of changes; its latency still counts from its own API call.
+	// Each is a merge patch of the NodeAccess's keys, sent after the
+	// previous change of the same NodeAccess returned (so that they apply
+	// in order), and late when sent more than lateAfter after it was due.
+	total := int(b.o.churnFor.Seconds() * float64(b.o.churnRate))
+	interval := time.Second / time.Duration(b.o.churnRate)
+	keys := make([]sshKey, total)
+	for i := range keys {
+		keys[i] = newKey(fmt.Sprintf("churn-%d", i))
+	}
+	if b.o.profileDir != "" {
+		stop, err := b.profile("churn", int(b.o.churnFor.Seconds())+10)
+		if err != nil {
+			return Result{}, err
+		}
+		defer stop()
+	}
+	status, err := watchStatus(ctx, b.cluster.Config)
+	if err != nil {
+		return Result{}, err
+	}
+	defer status.stop()
+	m := b.mark()
+	start := time.Now()
+	waits := make([]*wait, total)
+	changes := make([]statusChange, total)
+	concerned := 0
+	var late atomic.Int64
+	errs := make(chan error, 1)
+	var wg sync.WaitGroup
+	// previous holds, per NodeAccess, a channel closed when its last change returned.
+	previous := map[string]chan struct{}{}
+	for i := range total {
+		due := start.Add(time.Duration(i) * interval)
+		if d := time.Until(due); d > 0 {
+			time.Sleep(d)
+		}
+		name := names[rand.IntN(len(names))]
+		// Rotate: drop the oldest key, add the new one; the size stays.
+		keysOf[name] = append(keysOf[name][1:len(keysOf[name]):len(keysOf[name])], keys[i].line)
+		patch, err := keysPatch(keysOf[name])
+		if err != nil {
+			return Result{}, err
+		}
+		nodes := b.nodeNames(poolOf(name))
+		concerned += len(nodes)
+		waits[i] = b.tracker.expect(keys[i].blob, true, nodes)
+		before, done := previous[name], make(chan struct{})
+		previous[name] = done
+		wg.Go(func() {
+			defer close(done)
+			if before != nil {
+				<-before
+			}
+			sent := time.Now()
+			na := &nav1.NodeAccess{ObjectMeta: metav1.ObjectMeta{Name: name}}
+			if err := b.patchNA(ctx, na, patch); err != nil {
+				select {
+				case errs <- fmt.Errorf("churn change %d: %w", i, err):
+				default:
+				}
+				return
+			}
+			if sent.Sub(due) > b.o.lateAfter {
+				late.Add(1)
+			}
+			changes[i] = statusChange{name: name, generation: na.Generation}
+		})
+	}
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return Result{}, err
+	default:
+	}
+	r, err := b.finish("churn", m, concerned, waits...)
+	if err != nil {
+		return r, err
+	}
+	r.Late = int(late.Load())
+	for i := range changes {
+		changes[i].filesAt = waits[i].lastAt()
+	}
+	// The status of the last changes follows their files by the manager's
+	// status delay and the agents' report delay: wait for it, bounded.
+	lags, missing := status.lags(changes, 30*time.Second)
+	r.ReportLagP50ms, _, r.ReportLagP99ms, _ = percentiles(lags)
+	r.ReportLagMissing = missing
+	return r, nil
+}
+
+// steadyState counts requests and bytes while nothing changes, after a settle.
+func (b *bench) steadyState() (Result, error) {
+	time.Sleep(5 * time.Second) // the last reports and status writes, outside the window
+	m := b.mark()
+	time.Sleep(b.o.idle)
+	counts, err := countRequests(b.audit, m.at, time.Now())
+	if err != nil {
+		return Result{}, err
+	}
+	bytes := b.bytes.snapshot().sub(m.bytes)
+	return Result{
+		Scenario: "idle", ByClient: counts.byKey,
+		ManagerWrites: float64(counts.managerWrites), AgentRequests: float64(counts.agentRequests), AgentWrites: float64(counts.agentWrites),
+		BytesPerChange: float64(bytes.total), WatchBytesPerChange: float64(bytes.watch),
+		Note: fmt.Sprintf("totals over %s with nothing changing; watch requests excluded from the request counts, not from the bytes", b.o.idle),
+	}, nil
+}
+
+// keysPatch is a merge patch setting alice's keys of a NodeAccess.
+func keysPatch(keys []string) ([]byte, error) {
+	user := nav1.UserAccess{Name: account}
+	for _, k := range keys {
+		user.Keys = append(user.Keys, nav1.AuthorizedKey{Key: k})
+	}
+	return json.Marshal(map[string]any{"spec": map[string]any{"users": []nav1.UserAccess{user}}})
+}
+
+func nodeAccess(name string, selector map[string]string, keys ...string) *nav1.NodeAccess {
+	na := &nav1.NodeAccess{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: nav1.NodeAccessSpec{
+			NodeSelector: metav1.LabelSelector{MatchLabels: selector},
+			Users:        []nav1.UserAccess{{Name: account}},
+		},
+	}
+	for _, k := range keys {
+		na.Spec.Users[0].Keys = append(na.Spec.Users[0].Keys, nav1.AuthorizedKey{Key: k})
+	}
+	return na
+}
+
+type sshKey struct{ line, blob string }
+
+func newKey(comment string) sshKey {
+	pub, _, err := ed25519.GenerateKey(cryptorand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	sp, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		panic(err)
+	}
+	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sp)))
+	return sshKey{line: line + " " + comment, blob: strings.Fields(line)[1]}
+}

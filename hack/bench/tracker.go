@@ -1,0 +1,262 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// tracker times changes in the simulated nodes' authorized_keys files, seen
+// from outside the agents: one inotify instance watches every node's .ssh
+// directory. The agent replaces the file by an atomic rename, which inotify
+// reports as a create of authorized_keys; on each such event the tracker
+// reads the file and checks it against the waits pending on that node. A
+// latency is the time the event was processed minus the wait's start.
+type tracker struct {
+	w *fsnotify.Watcher
+
+	mu sync.Mutex
+	// files maps a node to its authorized_keys path, and dirs a watched
+	// .ssh directory back to its node.
+	files map[string]string
+	dirs  map[string]string
+	// byNode holds, per node, the waits still pending on it: an event is
+	// checked against its own node's waits only.
+	byNode map[string]map[*wait]struct{}
+	// overflows counts inotify queue overflows; after one every node with
+	// a pending wait is read again (its time is then an upper bound).
+	overflows int
+}
+
+// wait expects a key to appear in (or vanish from) each of a set of nodes'
+// files, and records when each did.
+type wait struct {
+	t       *tracker
+	blob    []byte
+	present bool
+	from    time.Time
+
+	mu      sync.Mutex
+	pending map[string]bool
+	got     []time.Duration
+	last    time.Time
+	all     chan struct{}
+}
+
+func newTracker() (*tracker, error) {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, fmt.Errorf("starting the file tracker: %w", err)
+	}
+	return &tracker{w: w, files: map[string]string{}, dirs: map[string]string{}, byNode: map[string]map[*wait]struct{}{}}, nil
+}
+
+// add watches one node's .ssh directory, which must exist.
+func (t *tracker) add(node, sshDir string) error {
+	sshDir = filepath.Clean(sshDir)
+	t.mu.Lock()
+	t.files[node] = filepath.Join(sshDir, "authorized_keys")
+	t.dirs[sshDir] = node
+	t.mu.Unlock()
+	if err := t.w.Add(sshDir); err != nil {
+		return fmt.Errorf("watching %s: %w", sshDir, err)
+	}
+	return nil
+}
+
+// run processes events until the tracker is closed.
+func (t *tracker) run() {
+	for {
+		select {
+		case ev, ok := <-t.w.Events:
+			if !ok {
+				return
+			}
+			if filepath.Base(ev.Name) != "authorized_keys" || !ev.Has(fsnotify.Create) && !ev.Has(fsnotify.Write) {
+				continue // the agent's temporary file, or its removal
+			}
+			t.mu.Lock()
+			node, ok := t.dirs[filepath.Dir(ev.Name)]
+			t.mu.Unlock()
+			if ok {
+				t.check(node, time.Now())
+			}
+		case err, ok := <-t.w.Errors:
+			if !ok {
+				return
+			}
+			if errors.Is(err, fsnotify.ErrEventOverflow) {
+				t.recheckPending()
+			}
+		}
+	}
+}
+
+// recheckPending reads every node that has a pending wait, after an
+// overflow lost events.
+func (t *tracker) recheckPending() {
+	at := time.Now()
+	t.mu.Lock()
+	t.overflows++
+	var nodes []string
+	for n, ws := range t.byNode {
+		if len(ws) > 0 {
+			nodes = append(nodes, n)
+		}
+	}
+	t.mu.Unlock()
+	for _, n := range nodes {
+		t.check(n, at)
+	}
+}
+
+func (t *tracker) overflowCount() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.overflows
+}
+
+func (t *tracker) close() { _ = t.w.Close() }
+
+// read returns a node's file; a missing file holds no key.
+func (t *tracker) read(node string) ([]byte, error) {
+	t.mu.Lock()
+	path := t.files[node]
+	t.mu.Unlock()
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	return data, err
+}
+
+// check reads a node's file and resolves the waits it satisfies, at time at.
+func (t *tracker) check(node string, at time.Time) {
+	t.mu.Lock()
+	waits := make([]*wait, 0, len(t.byNode[node]))
+	for w := range t.byNode[node] {
+		waits = append(waits, w)
+	}
+	t.mu.Unlock()
+	if len(waits) == 0 {
+		return
+	}
+	content, err := t.read(node)
+	if err != nil {
+		return // resolved by the next event, or reported at the wait's timeout
+	}
+	for _, w := range waits {
+		if bytes.Contains(content, w.blob) != w.present {
+			continue
+		}
+		t.mu.Lock()
+		_, still := t.byNode[node][w]
+		delete(t.byNode[node], w)
+		t.mu.Unlock()
+		if still {
+			w.resolve(node, at)
+		}
+	}
+}
+
+// expect registers a wait; its clock starts now, before the API call.
+func (t *tracker) expect(blob string, present bool, nodes []string) *wait {
+	w := &wait{t: t, blob: []byte(blob), present: present, from: time.Now(), pending: map[string]bool{}, all: make(chan struct{})}
+	if len(nodes) == 0 {
+		close(w.all)
+		return w
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, n := range nodes {
+		w.pending[n] = true
+		set := t.byNode[n]
+		if set == nil {
+			set = map[*wait]struct{}{}
+			t.byNode[n] = set
+		}
+		set[w] = struct{}{}
+	}
+	return w
+}
+
+func (w *wait) resolve(node string, at time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.pending[node] {
+		return
+	}
+	delete(w.pending, node)
+	w.got = append(w.got, at.Sub(w.from))
+	if at.After(w.last) {
+		w.last = at
+	}
+	if len(w.pending) == 0 {
+		close(w.all)
+	}
+}
+
+// done returns the latencies once every node's file showed the change. After
+// timeout it reads the files still pending once and fails, saying whether
+// they show the change now (an event was missed) or not (never written).
+func (w *wait) done(timeout time.Duration) ([]time.Duration, error) {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-w.all:
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return slices.Clone(w.got), nil
+	case <-timer.C:
+	}
+	w.t.mu.Lock()
+	for n := range w.t.byNode {
+		delete(w.t.byNode[n], w)
+	}
+	w.t.mu.Unlock()
+	w.mu.Lock()
+	nodes := make([]string, 0, len(w.pending))
+	for n := range w.pending {
+		nodes = append(nodes, n)
+	}
+	w.mu.Unlock()
+	missed, unreadable := 0, 0
+	for _, n := range nodes {
+		content, err := w.t.read(n)
+		switch {
+		case err != nil:
+			unreadable++
+		case bytes.Contains(content, w.blob) == w.present:
+			missed++
+		}
+	}
+	return nil, fmt.Errorf("%d nodes' files did not show the change within %s (read once then: %d show it, an event missed; %d unreadable; %d never written)",
+		len(nodes), timeout, missed, unreadable, len(nodes)-missed-unreadable)
+}
+
+// lastAt is when the last node's file showed the change.
+func (w *wait) lastAt() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.last
+}
+
+func percentiles(d []time.Duration) (p50, p95, p99, maxMs float64) {
+	if len(d) == 0 {
+		return
+	}
+	slices.Sort(d)
+	at := func(q float64) float64 {
+		i := int(q*float64(len(d))+0.5) - 1
+		i = min(max(i, 0), len(d)-1)
+		return float64(d[i].Microseconds()) / 1000
+	}
+	return at(0.50), at(0.95), at(0.99), float64(d[len(d)-1].Microseconds()) / 1000
+}

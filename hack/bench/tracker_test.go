@@ -1,0 +1,83 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// replace writes the file as the agent does: a new file, renamed over.
+func replace(t *testing.T, dir, content string) {
+	t.Helper()
+	tmp := filepath.Join(dir, ".authorized_keys.tmp")
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "authorized_keys")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func newTestTracker(t *testing.T, nodes ...string) (*tracker, map[string]string) {
+	t.Helper()
+	tr, err := newTracker()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go tr.run()
+	t.Cleanup(tr.close)
+	dirs := map[string]string{}
+	for _, n := range nodes {
+		dirs[n] = filepath.Join(t.TempDir(), ".ssh")
+		if err := os.Mkdir(dirs[n], 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.add(n, dirs[n]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return tr, dirs
+}
+
+func TestTrackerTimesRenamedFiles(t *testing.T) {
+	tr, dirs := newTestTracker(t, "a", "b")
+	add := tr.expect("KEY1", true, []string{"a", "b"})
+	replace(t, dirs["a"], "ssh-ed25519 KEY1 x\n")
+	replace(t, dirs["b"], "ssh-ed25519 OTHER x\n") // not yet
+	replace(t, dirs["b"], "ssh-ed25519 KEY1 x\n")
+	got, err := add.done(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("got %d samples, want 2", len(got))
+	}
+	gone := tr.expect("KEY1", false, []string{"a"})
+	replace(t, dirs["a"], "")
+	if got, err := gone.done(10 * time.Second); err != nil || len(got) != 1 {
+		t.Fatalf("removal: %v samples, %v", got, err)
+	}
+}
+
+func TestTrackerFailsAfterTimeoutSayingWhy(t *testing.T) {
+	tr, dirs := newTestTracker(t, "b")
+	// Node a's file changed before it was watched: no event will come for it.
+	dirs["a"] = filepath.Join(t.TempDir(), ".ssh")
+	if err := os.Mkdir(dirs["a"], 0o700); err != nil {
+		t.Fatal(err)
+	}
+	replace(t, dirs["a"], "ssh-ed25519 KEY2 x\n")
+	if err := tr.add("a", dirs["a"]); err != nil {
+		t.Fatal(err)
+	}
+	w := tr.expect("KEY2", true, []string{"a", "b"})
+	_, err := w.done(200 * time.Millisecond)
+	if err == nil {
+		t.Fatal("a wait no event resolves succeeded")
+	}
+	if !strings.Contains(err.Error(), "1 show it") || !strings.Contains(err.Error(), "1 never written") {
+		t.Fatalf("error does not say which files: %v", err)
+	}
+}
