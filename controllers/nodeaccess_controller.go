@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -42,7 +43,7 @@ const (
 	reportedIndex = "nodeaccess.io/reported-grants"
 	// workers reconcile different NodeAccess objects at once: a grant's
 	// change does not wait behind the status batches of others.
-	workers = 4
+	workers = 16
 	// defaultForbiddenRecheck is how often a NodeAccess naming a Secret the
 	// manager may not read looks again (the namespace may have allowed it since).
 	defaultForbiddenRecheck = 30 * time.Second
@@ -403,13 +404,21 @@ func self(_ context.Context, o client.Object) []reconcile.Request {
 	return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: o.GetName()}}}
 }
 
-// delayed enqueues the mapped requests after StatusDelay. Requests for the
-// same object within that window collapse into one, so a thousand node
-// reports arriving together cost one reconcile and one status write.
+// delayed enqueues the mapped requests after StatusDelay, at low priority.
+// Requests for the same object within that window collapse into one, so a
+// thousand node reports arriving together cost one reconcile and one status
+// write; and a change of a NodeAccess's spec, queued at the default
+// priority, is reconciled (and reaches the nodes) before the status work of
+// every other grant that waits in the queue.
 func (r *NodeAccessReconciler) delayed(mapFn handler.MapFunc) handler.EventHandler {
 	add := func(ctx context.Context, o client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		pq, prioritized := q.(priorityqueue.PriorityQueue[reconcile.Request])
 		for _, req := range mapFn(ctx, o) {
-			q.AddAfter(req, r.StatusDelay)
+			if prioritized {
+				pq.AddWithOpts(priorityqueue.AddOpts{After: r.StatusDelay, Priority: ptrTo(handler.LowPriority)}, req)
+			} else {
+				q.AddAfter(req, r.StatusDelay)
+			}
 		}
 	}
 	return handler.Funcs{
