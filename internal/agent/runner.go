@@ -63,7 +63,10 @@ func NewRunner(restCfg *rest.Config, cfg Config, serve ServeOptions) (*Runner, e
 	// Of its Node the agent uses the name, UID and labels: status updates
 	// (the kubelet's, every few minutes) start no pass.
 	nodeEvents := cache.ResourceEventHandlerFuncs{
-		AddFunc: func(any) { r.trigger() },
+		AddFunc: func(any) {
+			r.trigger()
+			r.changeFilter()
+		},
 		UpdateFunc: func(old, obj any) {
 			o, ok1 := old.(*corev1.Node)
 			n, ok2 := obj.(*corev1.Node)
@@ -72,7 +75,10 @@ func NewRunner(restCfg *rest.Config, cfg Config, serve ServeOptions) (*Runner, e
 				r.changeFilter()
 			}
 		},
-		DeleteFunc: func(any) { r.trigger() },
+		DeleteFunc: func(any) {
+			r.trigger()
+			r.changeFilter()
+		},
 	}
 	vocabularyEvents := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { r.changeFilter() },
