@@ -29,6 +29,10 @@ import (
 // unlabelled (see NodeFilterReconciler).
 const DefaultFilterSwitchGrace = 30 * time.Second
 
+// DefaultFilterSettleDelay is how long new vocabulary keys wait before they
+// are published.
+const DefaultFilterSettleDelay = 10 * time.Second
+
 // nodeFilter is the vocabulary of the rendered grants' filter labels, as
 // the manager's writes use it. Every write of a rendered grant holds a read
 // lock from choosing its labels until the API server answered, so once
@@ -105,6 +109,13 @@ func (f *nodeFilter) read(ctx context.Context) ([]string, bool, error) {
 	return nodefilter.ParseKeys(cm.Data[nodefilter.KeysField]), true, nil
 }
 
+// publishedKeys are the keys this manager knows published.
+func (f *nodeFilter) publishedKeys() []string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return slices.Clone(f.published)
+}
+
 // settled reports whether keys are published by this manager, and no other
 // keys pending.
 func (f *nodeFilter) settled(keys []string) bool {
@@ -153,11 +164,17 @@ type NodeFilterReconciler struct {
 	Namespace string
 	// SwitchGrace is how long agents are given to see a withdrawn vocabulary.
 	SwitchGrace time.Duration
+	// SettleDelay is how long new keys must be called for before they are
+	// published.
+	SettleDelay time.Duration
 
 	filter *nodeFilter
 	// withdrawnAt is when this manager withdrew the vocabulary.
 	withdrawnAt time.Time
-	now         func() time.Time
+	// growing is the larger vocabulary waiting for SettleDelay since growingSince.
+	growing      []string
+	growingSince time.Time
+	now          func() time.Time
 }
 
 var (
@@ -176,6 +193,9 @@ func (r *NodeFilterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	if r.SwitchGrace <= 0 {
 		r.SwitchGrace = DefaultFilterSwitchGrace
+	}
+	if r.SettleDelay <= 0 {
+		r.SettleDelay = DefaultFilterSettleDelay
 	}
 	toVocabulary := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{filterRequest}
@@ -210,7 +230,8 @@ func (r *NodeFilterReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	for i := range list.Items {
 		selectors = append(selectors, &list.Items[i].Spec.NodeSelector)
 	}
-	desired := nodefilter.Vocabulary(selectors)
+	needed := nodefilter.Vocabulary(selectors)
+	desired := nodefilter.Keep(needed, r.filter.publishedKeys())
 	if req != filterChangedRequest && r.filter.settled(desired) {
 		cached := &nav1.RenderedNodeAccessList{}
 		if err := r.Client.List(ctx, cached, client.InNamespace(r.Namespace)); err != nil {
@@ -228,6 +249,20 @@ func (r *NodeFilterReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		return ctrl.Result{}, err
 	}
 	r.filter.setPublished(published)
+	desired = nodefilter.Keep(needed, published)
+	// New keys wait until the selectors have called for them for
+	// SettleDelay: the first grant of a new key reaches every agent anyway
+	// (unfiltered on that key), and the agents' switch to the new
+	// vocabulary, a list of their grants each, then does not compete with
+	// its delivery, and several new keys make one switch.
+	if grows := slices.ContainsFunc(desired, func(k string) bool { return !slices.Contains(published, k) }); grows {
+		if !slices.Equal(r.growing, desired) {
+			r.growing, r.growingSince = desired, r.now()
+		}
+		if wait := r.SettleDelay - r.now().Sub(r.growingSince); wait > 0 {
+			return ctrl.Result{RequeueAfter: wait}, nil
+		}
+	}
 	rendered := &nav1.RenderedNodeAccessList{}
 	if err := r.APIReader.List(ctx, rendered, client.InNamespace(r.Namespace)); err != nil {
 		return ctrl.Result{}, fmt.Errorf("listing rendered grants: %w", err)

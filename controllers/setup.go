@@ -71,6 +71,9 @@ type Options struct {
 	// before rendered grants written by an earlier manager are labelled;
 	// zero means DefaultFilterSwitchGrace.
 	FilterSwitchGrace time.Duration
+	// FilterSettleDelay is how long new keys of the filter vocabulary wait
+	// before they are published; zero means DefaultFilterSettleDelay.
+	FilterSettleDelay time.Duration
 	// MonitoringRecheck is how often the CRDs are looked for while missing;
 	// zero means DefaultMonitoringRecheck.
 	MonitoringRecheck time.Duration
@@ -96,7 +99,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	// The vocabulary of the agents' watch filter, shared with the writes of the rendered grants.
 	nf := &NodeFilterReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: opts.Namespace,
-		SwitchGrace: opts.FilterSwitchGrace, filter: na.filter,
+		SwitchGrace: opts.FilterSwitchGrace, SettleDelay: opts.FilterSettleDelay, filter: na.filter,
 	}
 	if err := nf.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the node filter controller: %w", err)

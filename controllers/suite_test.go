@@ -193,6 +193,7 @@ func runMain(m *testing.M) int {
 		OperatorCondition:  operatorCondition,
 		ReportStaleAfter:   reportStaleAfter,
 		FilterSwitchGrace:  filterSwitchGrace,
+		FilterSettleDelay:  500 * time.Millisecond,
 	}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

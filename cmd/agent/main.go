@@ -56,6 +56,7 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.Resync, "resync", time.Minute, "Longest time between two full applies, even when nothing is seen to change.")
 	fs.DurationVar(&cfg.Heartbeat, "heartbeat", 10*time.Minute, "Longest time between two writes of the node's report.")
 	fs.DurationVar(&cfg.ReportDelay, "report-delay", agent.DefaultReportDelay, "How long after a change the node's report is written, plus up to as much again at random (files are always written at once).")
+	fs.DurationVar(&cfg.ReportInterval, "report-interval", agent.DefaultReportInterval, "Shortest time between two writes of a changed report: changes within it make one write at its end (files are always written at once).")
 	fs.StringVar(&sshdHost, "sshd-host", os.Getenv("HOST_IP"), "Host of the node's sshd, whose version and host keys the agent reports (default: $HOST_IP, the node's IP; empty: not probed).")
 	fs.IntVar(&sshdPort, "sshd-port", 22, "Port of the node's sshd (0: not probed).")
 	fs.StringVar(&sshdLogs, "sshd-logs", "", "Comma-separated host paths of the syslog files where the node's sshd logs (for example /var/log/auth.log,/var/log/secure), each under --host-root: the agent reports the key logins it reads there (empty: logins are not tracked).")
@@ -79,6 +80,8 @@ func run(args []string) error {
 		return errors.New("--resync and --heartbeat must be positive")
 	case cfg.ReportDelay < 0 || cfg.ReportDelay >= cfg.Heartbeat:
 		return errors.New("--report-delay must be zero or positive, and shorter than --heartbeat")
+	case cfg.ReportInterval < 0 || cfg.ReportInterval >= cfg.Heartbeat:
+		return errors.New("--report-interval must be zero or positive, and shorter than --heartbeat")
 	}
 	for _, r := range strings.Split(homeRoots, ",") {
 		if r = strings.TrimSpace(r); r != "" {

@@ -47,6 +47,10 @@ var ErrPasswdReplaced = errors.New("the host's /etc/passwd was replaced; restart
 // spread, reports follow a change within 0.5 to 1 s.
 const DefaultReportDelay = 500 * time.Millisecond
 
+// DefaultReportInterval is the agent binary's --report-interval: a node
+// under a stream of changes writes its report at most every 5 s.
+const DefaultReportInterval = 5 * time.Second
+
 // Config is what one agent needs to know.
 type Config struct {
 	// NodeName is the node the agent runs on.
@@ -69,6 +73,11 @@ type Config struct {
 	// to as much again at random; zero writes at once. The first report of
 	// a process and heartbeats are never delayed.
 	ReportDelay time.Duration
+	// ReportInterval is the shortest time between two writes of a changed
+	// report: changes within it make one write at its end, so a node
+	// under churn costs the API server one write per interval, not one per
+	// change. Zero: no minimum. Files are always written at once.
+	ReportInterval time.Duration
 	// SSHDAddress is the node's sshd (host:port; see SSHDAddress), whose
 	// version and host keys the agent probes at start and every Resync and
 	// reports; empty: not probed.
@@ -125,6 +134,8 @@ type Agent struct {
 	reportOwner types.UID
 	// reportDue is when a delayed report write is due; zero when none waits.
 	reportDue time.Time
+	// reportWritten is when the report was last written.
+	reportWritten time.Time
 
 	mu sync.Mutex
 }

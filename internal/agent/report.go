@@ -227,7 +227,8 @@ func activeFailure(g desiredstate.Grant, plan desiredstate.Plan, results map[str
 // heartbeat is due, and never otherwise. A changed report is written
 // ReportDelay after the change, plus up to as much again at random: the
 // files come first, one grant reaching many nodes does not make them all
-// write at the same instant, and changes within the window make one write.
+// write at the same instant, and changes within the window make one write;
+// and no sooner than ReportInterval after the last write.
 // It returns how long until a delayed write is due (0 when none is pending).
 func (a *Agent) writeReport(ctx context.Context, node *corev1.Node, st nav1.NodeAccessReportStatus, now time.Time) (time.Duration, error) {
 	prev := a.report
@@ -245,9 +246,16 @@ func (a *Agent) writeReport(ctx context.Context, node *corev1.Node, st nav1.Node
 			if !heartbeatDue {
 				return 0, nil
 			}
-		} else if !heartbeatDue && a.cfg.ReportDelay > 0 {
+		} else if !heartbeatDue && (a.cfg.ReportDelay > 0 || a.cfg.ReportInterval > 0) {
 			if a.reportDue.IsZero() {
-				a.reportDue = now.Add(a.cfg.ReportDelay + rand.N(a.cfg.ReportDelay))
+				due := now
+				if a.cfg.ReportDelay > 0 {
+					due = now.Add(a.cfg.ReportDelay + rand.N(a.cfg.ReportDelay))
+				}
+				if next := a.reportWritten.Add(a.cfg.ReportInterval); next.After(due) {
+					due = next
+				}
+				a.reportDue = due
 			}
 			if now.Before(a.reportDue) {
 				return a.reportDue.Sub(now), nil
@@ -282,6 +290,7 @@ func (a *Agent) writeReport(ctx context.Context, node *corev1.Node, st nav1.Node
 	}
 	a.report = &st
 	a.reportDue = time.Time{}
+	a.reportWritten = now
 	return 0, nil
 }
 

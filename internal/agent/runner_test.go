@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
@@ -131,4 +133,76 @@ func TestDeletedReportIsRecreated(t *testing.T) {
 	apply(t, g)
 	eventually(t, 10*time.Second, "the key written", holds(h, "alice", true, aliceData))
 	eventually(t, 10*time.Second, "the report back, listing the grant", reportHas(ctx, "node-recreate", g))
+}
+
+// A node under a stream of changes writes its files at each change and its
+// report at most once per interval: the writes the API server sees are
+// spaced by the interval, and the last one lists the last change.
+func TestReportsOfAChurningNodeAreSpacedByTheInterval(t *testing.T) {
+	const interval = 2 * time.Second
+	ctx := context.Background()
+	h := newHost(t)
+	createNode(t, "node-interval", map[string]string{"pool": "interval"})
+	runAgentWith(t, agent.Config{
+		NodeName: "node-interval", Namespace: namespace, HostRoot: h.Root,
+		Resync: time.Minute, Heartbeat: 10 * time.Minute, ReportInterval: interval,
+	}, "0")
+	g := grant("team-interval", map[string]string{"pool": "interval"}, nav1.RenderedUser{Name: "alice", Keys: []nav1.RenderedKey{key(aliceData, "alice")}})
+	t.Cleanup(func() { remove(t, g.Name) })
+	apply(t, g)
+	eventually(t, 30*time.Second, "the first report listing the grant", reportHas(ctx, "node-interval", g))
+
+	// Record every write of the report from now on.
+	wc, err := client.NewWithWatch(env.Config, client.Options{Scheme: k8sClient.Scheme()})
+	must(t, err)
+	report := &nav1.NodeAccessReport{}
+	must(t, k8sClient.Get(ctx, client.ObjectKey{Name: "node-interval"}, report))
+	w, err := wc.Watch(ctx, &nav1.NodeAccessReportList{}, &client.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("metadata.name", "node-interval"),
+		Raw:           &metav1.ListOptions{ResourceVersion: report.ResourceVersion},
+	})
+	must(t, err)
+	defer w.Stop()
+	type write struct {
+		at time.Time
+		rv string
+	}
+	seen := make(chan write, 100)
+	go func() {
+		for ev := range w.ResultChan() {
+			if r, ok := ev.Object.(*nav1.NodeAccessReport); ok {
+				seen <- write{time.Now(), r.ResourceVersion}
+			}
+		}
+	}()
+
+	// Ten changes, 300 ms apart: each is in the file at once.
+	blobs := []string{aliceData}
+	for i := range 10 {
+		data := newKeyData(t)
+		blobs = append(blobs, data)
+		g.Spec.Users[0].Keys = append(g.Spec.Users[0].Keys, key(data, fmt.Sprint("k", i)))
+		apply(t, g)
+		eventually(t, 10*time.Second, "change written to the file", holdsExactly(h, blobs...))
+		time.Sleep(300 * time.Millisecond) // the pace of the changes, not a wait for a result
+	}
+	eventually(t, interval+20*time.Second, "the report listing the last change", reportHas(ctx, "node-interval", g))
+	must(t, k8sClient.Get(ctx, client.ObjectKey{Name: "node-interval"}, report))
+	var writes []time.Time
+	for last := ""; last != report.ResourceVersion; {
+		select {
+		case wr := <-seen:
+			writes, last = append(writes, wr.at), wr.rv
+		case <-time.After(30 * time.Second):
+			t.Fatalf("the watch never showed the report's write %s", report.ResourceVersion)
+		}
+	}
+	if len(writes) == 0 || len(writes) > 3 {
+		t.Fatalf("%d report writes for 10 changes over 3 s with a %s interval, want 1 to 3", len(writes), interval)
+	}
+	for i := 1; i < len(writes); i++ {
+		if gap := writes[i].Sub(writes[i-1]); gap < interval-200*time.Millisecond {
+			t.Fatalf("report writes %s apart, within the interval of %s", gap, interval)
+		}
+	}
 }

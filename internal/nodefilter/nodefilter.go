@@ -119,6 +119,28 @@ func Vocabulary(selectors []*metav1.LabelSelector) []string {
 	return keys
 }
 
+// Keep returns the vocabulary to publish when needed are the keys the
+// selectors call for and published those agents filter by now: every
+// needed key, then as many published ones as fit in MaxKeys. A key no
+// selector uses any more costs only a label per grant, while withdrawing it
+// would make every agent list its grants again; so keys are dropped only to
+// make room.
+func Keep(needed, published []string) []string {
+	out := slices.Clone(needed)
+	rest := slices.Clone(published)
+	slices.Sort(rest)
+	for _, k := range rest {
+		if len(out) >= MaxKeys {
+			break
+		}
+		if !slices.Contains(out, k) {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Labels returns the labels a rendered grant of sel carries for the
 // vocabulary keys: the Marker and one label per key.
 func Labels(sel *metav1.LabelSelector, keys []string) map[string]string {

@@ -130,3 +130,17 @@ func TestParseKeysOnlyNarrowsTheFilter(t *testing.T) {
 		t.Fatalf("round trip = %v", got)
 	}
 }
+
+func TestKeepDropsKeysOnlyForRoom(t *testing.T) {
+	if got := Keep([]string{"pool"}, []string{"zone", "old"}); !slices.Equal(got, []string{"old", "pool", "zone"}) {
+		t.Fatalf("Keep = %v: published keys stay while they fit", got)
+	}
+	var many []string
+	for i := range MaxKeys {
+		many = append(many, fmt.Sprintf("k%02d", i))
+	}
+	got := Keep([]string{"new"}, many)
+	if len(got) != MaxKeys || !slices.Contains(got, "new") || slices.Contains(got, "k15") {
+		t.Fatalf("Keep = %v: the needed key takes the room of the last published one", got)
+	}
+}
