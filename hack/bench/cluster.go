@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
+	cryptorand "crypto/rand"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -14,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/crypto/ssh"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
@@ -59,6 +63,9 @@ type bench struct {
 
 	// managerPprof is the manager's profiler address, "0" unless profiling.
 	managerPprof string
+	// sshdAddr is the SSH server the process agents probe.
+	sshdAddr string
+	stopSSHD func()
 
 	namesOnce sync.Once
 	names     map[string][]string // by pool; "" is every node
@@ -120,14 +127,15 @@ func (b *bench) start() error {
 		return err
 	}
 	// Agents as separate processes (the last procAgents nodes): their memory is per agent.
+	if b.sshdAddr, b.stopSSHD, err = startSSHD(); err != nil {
+		return err
+	}
 	for _, name := range names[b.n:] {
 		root, err := b.newHost(name)
 		if err != nil {
 			return err
 		}
-		p, err := b.cluster.StartProcess(filepath.Join(b.dir, "logs"), "agent-"+name, filepath.Join(b.o.work, "bin", "agent"),
-			"--node-name="+name, "--namespace="+namespace, "--host-root="+root, "--kubeconfig="+b.cluster.Kubeconfig,
-			"--health-probe-bind-address=0")
+		p, err := b.startProcAgent(name, root)
 		if err != nil {
 			return err
 		}
@@ -138,7 +146,7 @@ func (b *bench) start() error {
 		return err
 	}
 	// Every agent is up when it has reported its node; then it has synced its caches.
-	return waitFor(5*time.Minute, "every agent reporting", func() error {
+	if err := waitFor(5*time.Minute, "every agent reporting", func() error {
 		reports := &nav1.NodeAccessReportList{}
 		if err := b.k8s.List(ctx, reports); err != nil {
 			return err
@@ -147,7 +155,132 @@ func (b *bench) start() error {
 			return fmt.Errorf("%d of %d agents reported", len(reports.Items), len(names))
 		}
 		return nil
+	}); err != nil {
+		return err
+	}
+	// The process agents follow their sshd log: one login each, of a key
+	// no grant gives, which they count as unmanaged.
+	for _, name := range names[b.n:] {
+		if err := b.login(ctx, name, []string{account}, newKey("unmanaged")); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sshdLog is the host path of the process agents' sshd log.
+const sshdLog = "/var/log/auth.log"
+
+// startProcAgent runs bin/agent for a node, with every agent feature on:
+// health probes, the host-key probe of an SSH server (startSSHD), login
+// tracking in the host root's sshd log, and ending revoked sessions (it
+// looks for them in this host's /proc).
+func (b *bench) startProcAgent(name, root string) (*localcluster.Process, error) {
+	if err := os.MkdirAll(filepath.Join(root, filepath.Dir(sshdLog)), 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(root, sshdLog), nil, 0o640); err != nil {
+		return nil, err
+	}
+	host, port, _ := net.SplitHostPort(b.sshdAddr)
+	return b.cluster.StartProcess(filepath.Join(b.dir, "logs"), "agent-"+name, filepath.Join(b.o.work, "bin", "agent"),
+		"--node-name="+name, "--namespace="+namespace, "--host-root="+root, "--kubeconfig="+b.cluster.Kubeconfig,
+		"--health-probe-bind-address=127.0.0.1:0", "--sshd-host="+host, "--sshd-port="+port,
+		"--sshd-logs="+sshdLog, "--end-sessions-on-revoke")
+}
+
+// login waits until a process agent's report shows its sshd's host key
+// and its sshd log open, appends a login line for each user with key to
+// the log, and waits until the report shows them.
+func (b *bench) login(ctx context.Context, node string, users []string, k sshKey) error {
+	if err := waitFor(time.Minute, node+" reporting its sshd's host key and its sshd log", func() error {
+		return b.featuresReported(ctx, node, 0)
+	}); err != nil {
+		return err
+	}
+	for _, u := range users {
+		if err := appendLogin(filepath.Join(b.hosts, node), u, k); err != nil {
+			return err
+		}
+	}
+	return waitFor(time.Minute, node+" reporting the logins", func() error {
+		return b.featuresReported(ctx, node, len(users))
 	})
+}
+
+// featuresReported says whether a process agent's report shows its sshd's
+// host key and at least logins lines read from its sshd log.
+func (b *bench) featuresReported(ctx context.Context, node string, logins int) error {
+	r := &nav1.NodeAccessReport{}
+	if err := b.k8s.Get(ctx, client.ObjectKey{Namespace: namespace, Name: node}, r); err != nil {
+		return err
+	}
+	st := r.Status
+	switch {
+	case st.SSHD == nil || len(st.SSHD.HostKeys) == 0:
+		return fmt.Errorf("%s reports no sshd host key", node)
+	case st.LoginTracking == nil || len(st.LoginTracking.Files) == 0:
+		return fmt.Errorf("%s follows no sshd log", node)
+	case int(st.LoginTracking.UnmanagedLogins)+len(st.Logins) < logins:
+		return fmt.Errorf("%s reports %d of %d logins", node, int(st.LoginTracking.UnmanagedLogins)+len(st.Logins), logins)
+	}
+	return nil
+}
+
+// appendLogin appends to a host root's sshd log the line sshd writes for
+// a key login of user. It names the bench's own PID, which is no sshd
+// session: the agent attributes the login but does not trust it.
+func appendLogin(root, user string, k sshKey) error {
+	pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k.line))
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(filepath.Join(root, sshdLog), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(f, "%s node sshd[%d]: Accepted publickey for %s from 192.0.2.10 port 50022 ssh2: ED25519 %s\n",
+		time.Now().Format(time.RFC3339Nano), os.Getpid(), user, ssh.FingerprintSHA256(pub))
+	return errors.Join(err, f.Close())
+}
+
+// startSSHD serves SSH key exchanges on a loopback port with an ed25519
+// host key, for the process agents' host-key probe (no client ever
+// authenticates).
+func startSSHD() (addr string, stop func(), err error) {
+	_, priv, err := ed25519.GenerateKey(cryptorand.Reader)
+	if err != nil {
+		return "", nil, err
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		return "", nil, err
+	}
+	cfg := &ssh.ServerConfig{
+		ServerVersion: "SSH-2.0-bench",
+		PublicKeyCallback: func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) {
+			return nil, errors.New("no login here")
+		},
+	}
+	cfg.AddHostKey(signer)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return // closed
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+				_, _, _, _ = ssh.NewServerConn(c, cfg)
+			}()
+		}
+	}()
+	return ln.Addr().String(), func() { _ = ln.Close() }, nil
 }
 
 // startAgent runs one in-process agent, built as cmd/agent builds it, its
@@ -200,6 +333,9 @@ func (b *bench) stop() {
 		p.Stop(syscall.SIGTERM)
 	}
 	b.manager.Stop(syscall.SIGTERM)
+	if b.stopSSHD != nil {
+		b.stopSSHD()
+	}
 	if b.cluster != nil {
 		b.cluster.Stop()
 	}
@@ -207,37 +343,49 @@ func (b *bench) stop() {
 	_ = os.RemoveAll(b.hosts)
 }
 
-// newHost makes a node's host root, with /etc/passwd naming alice and her
-// home (with an empty .ssh, which the tracker watches), owned by the user
-// running the bench, so that it works with or without root.
+// newHost makes a node's host root with the account alice (newHostOf),
+// tracked under the node's name.
 func (b *bench) newHost(node string) (string, error) {
+	return b.newHostOf(node, []hostAccount{{name: account, track: node}})
+}
+
+// hostAccount is an account of a host root, and the name the tracker
+// knows its authorized_keys by.
+type hostAccount struct{ name, track string }
+
+// newHostOf makes a node's host root, with /etc/passwd naming the accounts
+// and their homes (each with an empty .ssh, which the tracker watches),
+// owned by the user running the bench, so that it works with or without root.
+func (b *bench) newHostOf(node string, accounts []hostAccount) (string, error) {
 	root := filepath.Join(b.hosts, node)
-	uid, gid := os.Getuid(), os.Getgid()
-	passwd := fmt.Sprintf("root:x:0:0:root:/root:/bin/sh\n%s:x:%d:%d::/home/%s:/bin/sh\n", account, uid, gid, account)
-	if uid == 0 {
-		uid, gid = 1001, 1001
-		passwd = fmt.Sprintf("root:x:0:0:root:/root:/bin/sh\n%s:x:1001:1001::/home/%s:/bin/sh\n", account, account)
-	}
-	home := filepath.Join(root, "home", account)
-	ssh := filepath.Join(home, ".ssh")
-	if err := os.MkdirAll(ssh, 0o700); err != nil {
-		return "", err
-	}
-	for _, d := range []string{home, ssh} {
-		if err := os.Lchown(d, uid, gid); err != nil {
+	passwd := "root:x:0:0:root:/root:/bin/sh\n"
+	for i, a := range accounts {
+		uid, gid := os.Getuid(), os.Getgid()
+		if uid == 0 {
+			uid, gid = 1001+i, 1001+i
+		}
+		passwd += fmt.Sprintf("%s:x:%d:%d::/home/%s:/bin/sh\n", a.name, uid, gid, a.name)
+		home := filepath.Join(root, "home", a.name)
+		sshDir := filepath.Join(home, ".ssh")
+		if err := os.MkdirAll(sshDir, 0o700); err != nil {
 			return "", err
 		}
-	}
-	if err := os.Chmod(home, 0o755); err != nil {
-		return "", err
+		for _, d := range []string{home, sshDir} {
+			if err := os.Lchown(d, uid, gid); err != nil {
+				return "", err
+			}
+		}
+		if err := os.Chmod(home, 0o755); err != nil {
+			return "", err
+		}
+		if err := b.tracker.add(a.track, sshDir); err != nil {
+			return "", err
+		}
 	}
 	if err := os.MkdirAll(filepath.Join(root, "etc"), 0o755); err != nil {
 		return "", err
 	}
-	if err := os.WriteFile(filepath.Join(root, "etc", "passwd"), []byte(passwd), 0o644); err != nil {
-		return "", err
-	}
-	return root, b.tracker.add(node, ssh)
+	return root, os.WriteFile(filepath.Join(root, "etc", "passwd"), []byte(passwd), 0o644)
 }
 
 // poolOf names the pool of node i.

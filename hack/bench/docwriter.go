@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -48,16 +50,32 @@ func writeDoc(o options, results []Result) error {
 		if r.Watchers > 0 {
 			writes, requests = "–", "–" // the floor: no grant changed
 		}
+		agentRSS, agentPrivate := r.AgentRSSMiB, r.AgentPrivateMiB
+		if r.Bounds != nil {
+			// The bounds node's own agent, not the three process agents.
+			agentRSS, agentPrivate = r.Bounds.AgentRSSMiB, r.Bounds.AgentPrivateMiB
+		}
 		fmt.Fprintf(&t, "| %s | %d | %s | %.0f | %.0f | %.0f | %.0f | %.1f | %s | %s | %s | %s | %.0f | %.0f (%.0f) | %.1f |\n",
 			r.Scenario, r.Nodes, changes, r.P50ms, r.P95ms, r.P99ms, r.MaxMs, r.FloorRatio,
 			dash(r.BytesPerChange/1024, "%.1f"), dash(r.BytesPerConcernedNode, "%.0f"), writes, requests,
-			r.ManagerRSSMiB, r.AgentRSSMiB, r.AgentPrivateMiB, r.ManagerCPUs)
+			r.ManagerRSSMiB, agentRSS, agentPrivate, r.ManagerCPUs)
 	}
 	t.WriteString("\nFloor rows: `floor` is one ConfigMap update reaching one watcher per node, `floor-pool` reaching one pool's watchers while the others stay connected; changes are updates, one at a time.\n")
 	t.WriteString("\nChurn, the status behind the files (from the last node's file to the NodeAccess status counting every selected node in sync at that generation or a later one):\n\n")
 	for _, r := range results {
 		if r.Scenario == "churn" {
 			fmt.Fprintf(&t, "- %d nodes: p50 %.0f ms, p99 %.0f ms; %d of %d changes never seen in sync.\n", r.Nodes, r.ReportLagP50ms, r.ReportLagP99ms, r.ReportLagMissing, r.Changes)
+		}
+	}
+	for _, r := range results {
+		if br := r.Bounds; br != nil {
+			fmt.Fprintf(&t, "\nBounds, %d nodes (one more node, its agent a process with every feature): the manager admitted %d NodeAccess and refused %d (ClusterLimitExceeded); "+
+				"%d keys were in the node's files %.0f ms after the first create (p50 over grants and accounts %.0f ms), and none %.0f ms after the first deletion. "+
+				"The node received %.2f MiB of rendered grants (specs, as the bound counts them; %.2f MiB as objects with their metadata), with key lines of %s on the node. "+
+				"Its agent peaked at %.0f MiB RSS (%.0f MiB private with its files full): %s the agent container's %.0f MiB memory limit. "+
+				"The in-process agents, none concerned, read %.0f bytes each during the scenario.\n",
+				r.Nodes, br.Admitted, br.Refused, br.Keys, r.MaxMs, r.P50ms, br.EmptiedMs, float64(br.SpecBytes)/(1<<20), float64(br.ObjectBytes)/(1<<20),
+				accountBytes(br.AccountBytes), br.AgentRSSMiB, br.AgentPrivateMiB, headroom(br.HeadroomMiB), br.LimitMiB, br.OtherNodeBytes)
 		}
 	}
 	t.WriteString("\nSteady state (nothing changing; watch requests excluded from the request counts, not from the bytes):\n\n")
@@ -70,6 +88,24 @@ func writeDoc(o options, results []Result) error {
 	t.WriteString("\n" + endMarker)
 	out := append(append(append([]byte{}, doc[:begin]...), t.String()...), doc[end+len(endMarker):]...)
 	return os.WriteFile(o.doc, out, 0o644)
+}
+
+// headroom says how far a peak is below (or over) a limit.
+func headroom(mib float64) string {
+	if mib < 0 {
+		return fmt.Sprintf("%.0f MiB over", -mib)
+	}
+	return fmt.Sprintf("%.0f MiB below", mib)
+}
+
+// accountBytes lists key-line bytes by account, in MiB.
+func accountBytes(m map[string]int) string {
+	names := slices.Sorted(maps.Keys(m))
+	parts := make([]string, 0, len(names))
+	for _, n := range names {
+		parts = append(parts, fmt.Sprintf("%.2f MiB for %s", float64(m[n])/(1<<20), n))
+	}
+	return strings.Join(parts, " and ")
 }
 
 // fsKind says whether dir is on a tmpfs or on a disk.

@@ -13,7 +13,8 @@
 //   - the scenarios (scenarios.go): grant, update and revoke of one
 //     NodeAccess selecting every node; churn (NodeAccess on pools of nodes,
 //     then a steady rate of key rotations) with the lag of the status
-//     behind the files (reportlag.go); an idle window; and a polling
+//     behind the files (reportlag.go); an idle window; one more node filled
+//     to the per-node bounds the manager admits (bounds.go); and a polling
 //     baseline (baseline.go);
 //   - latency (tracker.go): one inotify instance watches every node's .ssh
 //     directory; a sample is the time from the API call to the event of the
@@ -68,6 +69,7 @@ type options struct {
 	baselineNodes int
 	pollEvery     time.Duration
 	idle          time.Duration
+	bounds        bool
 	out, doc      string
 	hostsDir      string
 	root, k8sBin  string
@@ -89,6 +91,7 @@ func main() {
 	flag.IntVar(&o.baselineNodes, "baseline-nodes", 100, "Nodes of the polling baseline (0 skips it).")
 	flag.DurationVar(&o.pollEvery, "poll-every", time.Minute, "The baseline's polling interval.")
 	flag.DurationVar(&o.idle, "idle", 30*time.Second, "Steady-state window in which agents' requests are counted.")
+	flag.BoolVar(&o.bounds, "bounds", true, "Run the bounds scenario: one more node receiving as many grants as the manager admits for one node.")
 	flag.StringVar(&o.hostsDir, "hosts-dir", "", "Where the simulated nodes' host roots are made (a tmpfs such as /dev/shm keeps thousands of fsync pairs off the disk); default: the bench's work directory.")
 	flag.StringVar(&o.out, "out", "bin/bench/results.json", "Machine-readable results.")
 	flag.StringVar(&o.doc, "doc", "docs/benchmarks.md", "The document whose results table is rewritten.")
@@ -170,7 +173,9 @@ type Result struct {
 	AgentCPUs       float64 `json:"agent_cpu_seconds"`
 	// BenchRSSMiB is the bench process's peak RSS (the in-process agents).
 	BenchRSSMiB float64 `json:"bench_rss_mib"`
-	Note        string  `json:"note,omitempty"`
+	// Bounds holds the bounds scenario's own figures (bounds.go).
+	Bounds *BoundsResult `json:"bounds,omitempty"`
+	Note   string        `json:"note,omitempty"`
 }
 
 func run(o options) error {
@@ -288,6 +293,12 @@ func runNodes(o options, n int, withBaseline bool) ([]Result, error) {
 		return results, err
 	}
 	report(r)
+	if o.bounds {
+		if r, err = b.bounds(); err != nil {
+			return results, err
+		}
+		report(r)
+	}
 	if withBaseline {
 		if r, err = b.baseline(); err != nil {
 			return results, err
@@ -307,6 +318,13 @@ func (r Result) summary() string {
 	case "idle":
 		return fmt.Sprintf("idle     %d agent requests (besides watches), %d manager writes and %.0f bytes to agents (%.0f on watches) in the window",
 			int(r.AgentRequests), int(r.ManagerWrites), r.BytesPerChange, r.WatchBytesPerChange)
+	case "bounds":
+		br := r.Bounds
+		return fmt.Sprintf("bounds   %d NodeAccess admitted, %d refused; %d keys in the files after %.0f ms (p50 %.0f ms), gone %.0f ms after deletion; "+
+			"%.2f MiB rendered received (%.2f MiB as objects), key lines %s; agent peak RSS %.0f MiB (private %.0f), %s its %.0f MiB limit; "+
+			"%.0f bytes read per other node",
+			br.Admitted, br.Refused, br.Keys, r.MaxMs, r.P50ms, br.EmptiedMs, float64(br.SpecBytes)/(1<<20), float64(br.ObjectBytes)/(1<<20), accountBytes(br.AccountBytes),
+			br.AgentRSSMiB, br.AgentPrivateMiB, headroom(br.HeadroomMiB), br.LimitMiB, br.OtherNodeBytes)
 	case "floor", "floor-pool":
 		return fmt.Sprintf("%-10s %d watchers: p50 %.0f ms  p99 %.0f ms  max %.0f ms", r.Scenario, r.Watchers, r.P50ms, r.P99ms, r.MaxMs)
 	}

@@ -216,11 +216,7 @@ func (w *wait) done(timeout time.Duration) ([]time.Duration, error) {
 		return slices.Clone(w.got), nil
 	case <-timer.C:
 	}
-	w.t.mu.Lock()
-	for n := range w.t.byNode {
-		delete(w.t.byNode[n], w)
-	}
-	w.t.mu.Unlock()
+	w.forget()
 	w.mu.Lock()
 	nodes := make([]string, 0, len(w.pending))
 	for n := range w.pending {
@@ -239,6 +235,16 @@ func (w *wait) done(timeout time.Duration) ([]time.Duration, error) {
 	}
 	return nil, fmt.Errorf("%d nodes' files did not show the change within %s (read once then: %d show it, an event missed; %d unreadable; %d never written)",
 		len(nodes), timeout, missed, unreadable, len(nodes)-missed-unreadable)
+}
+
+// forget stops checking the files for the wait: a change that will not
+// come (a grant the manager refused).
+func (w *wait) forget() {
+	w.t.mu.Lock()
+	defer w.t.mu.Unlock()
+	for n := range w.t.byNode {
+		delete(w.t.byNode[n], w)
+	}
 }
 
 // lastAt is when the last node's file showed the change.
