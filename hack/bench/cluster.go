@@ -27,6 +27,7 @@ import (
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
 	"github.com/nodeaccess/nodeaccess-operator/internal/agent"
+	"github.com/nodeaccess/nodeaccess-operator/internal/agentdaemonset"
 	"github.com/nodeaccess/nodeaccess-operator/internal/localcluster"
 )
 
@@ -183,7 +184,9 @@ func (b *bench) startProcAgent(name, root string) (*localcluster.Process, error)
 		return nil, err
 	}
 	host, port, _ := net.SplitHostPort(b.sshdAddr)
-	return b.cluster.StartProcess(filepath.Join(b.dir, "logs"), "agent-"+name, filepath.Join(b.o.work, "bin", "agent"),
+	// The environment the agent DaemonSet gives the container.
+	env := []string{"GOMEMLIMIT=" + agentdaemonset.GoMemLimit}
+	return b.cluster.StartProcessEnv(filepath.Join(b.dir, "logs"), "agent-"+name, env, filepath.Join(b.o.work, "bin", "agent"),
 		"--node-name="+name, "--namespace="+namespace, "--host-root="+root, "--kubeconfig="+b.cluster.Kubeconfig,
 		"--health-probe-bind-address=127.0.0.1:0", "--sshd-host="+host, "--sshd-port="+port,
 		"--sshd-logs="+sshdLog, "--end-sessions-on-revoke")
@@ -294,7 +297,7 @@ func (b *bench) startAgent(name string) error {
 	cfg.Wrap(b.bytes.wrap)
 	runner, err := agent.NewRunner(cfg, agent.Config{
 		NodeName: name, Namespace: namespace, HostRoot: root,
-		Resync: time.Minute, Heartbeat: 10 * time.Minute, ReportDelay: agent.DefaultReportDelay,
+		Resync: time.Minute, Heartbeat: 10 * time.Minute, ReportDelay: agent.DefaultReportDelay, ReportInterval: agent.DefaultReportInterval,
 	}, agent.ServeOptions{ProbeAddr: "0"})
 	if err != nil {
 		return err

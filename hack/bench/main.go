@@ -246,6 +246,9 @@ func runNodes(o options, n int, withBaseline bool) ([]Result, error) {
 	if err := b.start(); err != nil {
 		return nil, err
 	}
+	if err := b.settleVocabulary("bench", "pool", "baseline"); err != nil {
+		return nil, err
+	}
 	var results []Result
 	report := func(r Result) {
 		r.Nodes = n

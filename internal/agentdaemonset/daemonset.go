@@ -17,6 +17,14 @@ import (
 	"k8s.io/utils/ptr"
 )
 
+// MemoryLimit is the agent container's memory limit, and GoMemLimit the
+// soft limit its Go runtime keeps the heap under. docs/benchmarks.md
+// measures an agent at the manager's per-node bounds against them.
+const (
+	MemoryLimit = "96Mi"
+	GoMemLimit  = "72MiB"
+)
+
 // Names and paths of the agent pod.
 const (
 	// Name is the DaemonSet's name.
@@ -215,11 +223,13 @@ func DaemonSet(o Options) *appsv1.DaemonSet {
 							{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
 							{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
 							{Name: "HOST_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}},
+							// The Go runtime collects harder as the heap nears this, below the container's limit.
+							{Name: "GOMEMLIMIT", Value: GoMemLimit},
 						},
 						SecurityContext: securityContext,
 						Resources: corev1.ResourceRequirements{
 							Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("5m"), corev1.ResourceMemory: resource.MustParse("24Mi")},
-							Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("200m"), corev1.ResourceMemory: resource.MustParse("96Mi")},
+							Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("200m"), corev1.ResourceMemory: resource.MustParse(MemoryLimit)},
 						},
 						LivenessProbe: &corev1.Probe{
 							ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(8081)}},

@@ -31,11 +31,13 @@ type ClusterLimits struct {
 }
 
 // DefaultClusterLimits are the manager's bounds unless told otherwise. They
-// admit 500 NodeAccess objects of 20 keys each, every one selecting every
-// node, whatever the number of nodes.
+// admit 500 NodeAccess objects of 20 ed25519 keys each (about 2.5 MiB
+// rendered), every one selecting every node, whatever the number of nodes;
+// and an agent receiving the most they allow stays within its container's
+// memory limit (docs/benchmarks.md, "bounds").
 var DefaultClusterLimits = ClusterLimits{
 	MaxGrants: 1000, MaxBytes: 64 << 20,
-	MaxNodeGrants: 512, MaxNodeBytes: 16 << 20, MaxAccountBytes: 4 << 20,
+	MaxNodeGrants: 512, MaxNodeBytes: 4 << 20, MaxAccountBytes: 2 << 20,
 }
 
 // Footprint is what one rendered grant costs the agents it reaches.
