@@ -315,8 +315,10 @@ func (r *NodeAccessReconciler) writeRendered(ctx context.Context, na *nav1.NodeA
 			Controller: ptrTo(true), BlockOwnerDeletion: ptrTo(true),
 		}}
 	}
+	// Read from the API server, not the cache: whether it carries the
+	// filter's marker decides whether this write may carry it.
 	current := &nav1.RenderedNodeAccess{}
-	err := r.Client.Get(ctx, types.NamespacedName{Namespace: r.Namespace, Name: na.Name}, current)
+	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: r.Namespace, Name: na.Name}, current)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("reading rendered grant: %w", err)
 	}

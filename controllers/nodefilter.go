@@ -44,8 +44,14 @@ type nodeFilter struct {
 	mu     sync.RWMutex
 	loaded bool
 	// published are the keys of the ConfigMap agents read; pending are the
-	// keys about to be published.
-	published, pending []string
+	// keys about to be published; retired are the keys the last publish
+	// dropped, still written until the next one, since agents that have
+	// not yet seen the new ConfigMap still filter by them.
+	published, pending, retired []string
+	// mine is what this manager published last (valid when mineKnown): a
+	// ConfigMap found different was changed by someone else.
+	mine      []string
+	mineKnown bool
 }
 
 // labelsFor returns, with the read lock held until done is called, the
@@ -62,8 +68,13 @@ func (f *nodeFilter) labelsFor(ctx context.Context, sel *metav1.LabelSelector, e
 	if exists && existing[nodefilter.Marker] == "" && len(f.published) > 0 {
 		return map[string]string{}, f.mu.RUnlock, nil
 	}
-	keys := union(f.published, f.pending)
-	return nodefilter.Labels(sel, keys), f.mu.RUnlock, nil
+	return nodefilter.Labels(sel, f.labelKeys()), f.mu.RUnlock, nil
+}
+
+// labelKeys are the keys every write labels: published, pending and
+// retired. Call with the lock held.
+func (f *nodeFilter) labelKeys() []string {
+	return union(union(f.published, f.pending), f.retired)
 }
 
 // keys are the vocabulary keys agents may filter by: published or pending.
@@ -73,7 +84,7 @@ func (f *nodeFilter) keys(ctx context.Context) ([]string, error) {
 	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return union(f.published, f.pending), nil
+	return f.labelKeys(), nil
 }
 
 // load reads the published vocabulary once, before the first write.
@@ -130,10 +141,30 @@ func (f *nodeFilter) setPending(keys []string) {
 	f.pending = keys
 }
 
+// observe records the vocabulary read from the API server, leaving what is
+// pending as it is.
+func (f *nodeFilter) observe(keys []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.published, f.loaded = keys, true
+}
+
+// setPublished records a vocabulary this manager wrote: the keys it drops
+// are retired (still written) until the next publish.
 func (f *nodeFilter) setPublished(keys []string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.retired = slices.DeleteFunc(slices.Clone(f.published), func(k string) bool { return slices.Contains(keys, k) })
 	f.published, f.pending, f.loaded = keys, nil, true
+	f.mine, f.mineKnown = slices.Clone(keys), true
+}
+
+// tampered reports whether published, read from the API server, is not
+// what this manager last published, and what that was.
+func (f *nodeFilter) tampered(published []string) ([]string, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return slices.Clone(f.mine), f.mineKnown && !slices.Equal(published, f.mine)
 }
 
 func union(a, b []string) []string {
@@ -248,7 +279,13 @@ func (r *NodeFilterReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	r.filter.setPublished(published)
+	if mine, changed := r.filter.tampered(published); changed {
+		// Written by someone else: every rendered grant carries this
+		// manager's keys, so they are put back as they were.
+		log.Info("The node filter vocabulary was changed by someone else; putting it back", "found", published, "labelKeys", mine)
+		return ctrl.Result{}, r.publish(ctx, mine)
+	}
+	r.filter.observe(published)
 	desired = nodefilter.Keep(needed, published)
 	// New keys wait until the selectors have called for them for
 	// SettleDelay: the first grant of a new key reaches every agent anyway
@@ -263,6 +300,9 @@ func (r *NodeFilterReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			return ctrl.Result{RequeueAfter: wait}, nil
 		}
 	}
+	// Pending before the list: every write that ends after this carries
+	// the keys, and every write that ended before is in the list.
+	r.filter.setPending(desired)
 	rendered := &nav1.RenderedNodeAccessList{}
 	if err := r.APIReader.List(ctx, rendered, client.InNamespace(r.Namespace)); err != nil {
 		return ctrl.Result{}, fmt.Errorf("listing rendered grants: %w", err)
@@ -284,7 +324,6 @@ func (r *NodeFilterReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		}
 	}
 
-	r.filter.setPending(desired)
 	relabelled := 0
 	for i := range rendered.Items {
 		g := &rendered.Items[i]

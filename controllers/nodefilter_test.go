@@ -201,4 +201,18 @@ func TestVocabularyIsPublishedOnlyOnceEveryGrantCarriesIt(t *testing.T) {
 	if gap := relabelled.at.Sub(withdrawn.at); gap < filterSwitchGrace-100*time.Millisecond {
 		t.Fatalf("labelled %s after the vocabulary was withdrawn, before agents had the switch grace of %s", gap, filterSwitchGrace)
 	}
+
+	// Someone edits the vocabulary to a key no grant carries (agents would
+	// miss every grant): the manager puts back what it published.
+	cm := &corev1.ConfigMap{}
+	must(t, k8sClient.Get(ctx, client.ObjectKey{Namespace: namespace, Name: nodefilter.ConfigMapName}, cm))
+	cm.Data[nodefilter.KeysField] = nodefilter.FormatKeys([]string{"vocab-bogus"})
+	must(t, k8sClient.Update(ctx, cm))
+	events.until(t, "the edited vocabulary", isVocabulary(false, "vocab-bogus"))
+	restored := events.until(t, "the vocabulary put back", func(e filterEvent) bool {
+		return e.grant == nil && e.typ != watch.Deleted && !slices.Contains(e.keys, "vocab-bogus")
+	})
+	if !slices.Equal(restored.keys, republished.keys) {
+		t.Fatalf("put back as %v, want %v", restored.keys, republished.keys)
+	}
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"slices"
+	"strconv"
 	"sync"
 
 	"github.com/go-logr/logr"
@@ -116,15 +117,37 @@ func (g *grantWatches) start(ctx context.Context, selector string) *grantWatch {
 func (g *grantWatches) list() []nav1.RenderedNodeAccess {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
-	var out []nav1.RenderedNodeAccess
+	// A grant moving from one watch to the other can be in both stores
+	// until the first one's deletion arrives: only its newest version counts.
+	newest := map[string]*nav1.RenderedNodeAccess{}
+	var names []string
 	for _, w := range g.active {
 		for _, obj := range w.store.List() {
-			if r, ok := obj.(*nav1.RenderedNodeAccess); ok {
-				out = append(out, *r)
+			r, ok := obj.(*nav1.RenderedNodeAccess)
+			if !ok {
+				continue
+			}
+			if have := newest[r.Name]; have == nil {
+				names = append(names, r.Name)
+				newest[r.Name] = r
+			} else if resourceVersion(r) > resourceVersion(have) {
+				newest[r.Name] = r
 			}
 		}
 	}
+	out := make([]nav1.RenderedNodeAccess, 0, len(names))
+	for _, name := range names {
+		out = append(out, *newest[name])
+	}
 	return out
+}
+
+// resourceVersion orders two versions of one object; the API server's
+// resource versions are opaque, but those of etcd are increasing integers
+// (an unparsable one counts as oldest).
+func resourceVersion(r *nav1.RenderedNodeAccess) uint64 {
+	v, _ := strconv.ParseUint(r.ResourceVersion, 10, 64)
+	return v
 }
 
 // stopAll stops every watch.

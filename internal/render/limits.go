@@ -36,7 +36,7 @@ type ClusterLimits struct {
 // and an agent receiving the most they allow stays within its container's
 // memory limit (docs/benchmarks.md, "bounds").
 var DefaultClusterLimits = ClusterLimits{
-	MaxGrants: 1000, MaxBytes: 64 << 20,
+	MaxGrants: 1000, MaxBytes: 16 << 20,
 	MaxNodeGrants: 512, MaxNodeBytes: 4 << 20, MaxAccountBytes: 2 << 20,
 }
 
