@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
+	"github.com/nodeaccess/nodeaccess-operator/internal/nodefilter"
 	"github.com/nodeaccess/nodeaccess-operator/internal/render"
 )
 
@@ -315,14 +316,21 @@ func (r *NodeAccessReconciler) writeRendered(ctx context.Context, na *nav1.NodeA
 			Controller: ptrTo(true), BlockOwnerDeletion: ptrTo(true),
 		}}
 	}
-	// Read from the API server, not the cache: whether it carries the
-	// filter's marker decides whether this write may carry it.
-	current := &nav1.RenderedNodeAccess{}
-	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: r.Namespace, Name: na.Name}, current)
-	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("reading rendered grant: %w", err)
+	// Read from the API server, not the cache, and only while a
+	// vocabulary is published: whether it carries the filter's marker then
+	// decides whether this write may carry it.
+	unmarked := func() (bool, error) {
+		current := &nav1.RenderedNodeAccess{}
+		err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: r.Namespace, Name: na.Name}, current)
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("reading rendered grant: %w", err)
+		}
+		return current.Labels[nodefilter.Marker] == "", nil
 	}
-	labels, done, err := r.filter.labelsFor(ctx, &spec.NodeSelector, current.Labels, err == nil)
+	labels, done, err := r.filter.labelsFor(ctx, &spec.NodeSelector, unmarked)
 	if err != nil {
 		return err
 	}

@@ -55,18 +55,25 @@ type nodeFilter struct {
 }
 
 // labelsFor returns, with the read lock held until done is called, the
-// filter labels of a rendered grant of sel whose current labels (nil when it
-// does not exist yet) are existing. A grant a manager wrote without the
-// Marker keeps none while a vocabulary is published: adding the Marker then
-// would move it from one of the agents' watches to the other, and an agent
-// could act between the two events.
-func (f *nodeFilter) labelsFor(ctx context.Context, sel *metav1.LabelSelector, existing map[string]string, exists bool) (map[string]string, func(), error) {
+// filter labels of a rendered grant of sel. A grant a manager wrote without
+// the Marker keeps none while a vocabulary is published: adding the Marker
+// then would move it from one of the agents' watches to the other, and an
+// agent could act between the two events. unmarked says whether the grant
+// exists without the Marker; it is asked only then, under the lock.
+func (f *nodeFilter) labelsFor(ctx context.Context, sel *metav1.LabelSelector, unmarked func() (bool, error)) (map[string]string, func(), error) {
 	if err := f.load(ctx); err != nil {
 		return nil, nil, err
 	}
 	f.mu.RLock()
-	if exists && existing[nodefilter.Marker] == "" && len(f.published) > 0 {
-		return map[string]string{}, f.mu.RUnlock, nil
+	if len(f.published) > 0 && unmarked != nil {
+		legacy, err := unmarked()
+		if err != nil {
+			f.mu.RUnlock()
+			return nil, nil, err
+		}
+		if legacy {
+			return map[string]string{}, f.mu.RUnlock, nil
+		}
 	}
 	return nodefilter.Labels(sel, f.labelKeys()), f.mu.RUnlock, nil
 }
@@ -354,7 +361,7 @@ func (r *NodeFilterReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 // relabel writes a rendered grant again, unchanged but for its filter
 // labels, provided nobody changed it since it was read.
 func (r *NodeFilterReconciler) relabel(ctx context.Context, g *nav1.RenderedNodeAccess) error {
-	labels, done, err := r.filter.labelsFor(ctx, &g.Spec.NodeSelector, nil, false)
+	labels, done, err := r.filter.labelsFor(ctx, &g.Spec.NodeSelector, nil)
 	if err != nil {
 		return err
 	}

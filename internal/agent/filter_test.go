@@ -114,18 +114,10 @@ func TestAgentReceivesOnlyTheGrantsThatMaySelectItsNode(t *testing.T) {
 	var got received
 	cfg := rest.CopyConfig(env.Config)
 	cfg.WrapTransport = got.wrap
-	r, err := agent.NewRunner(cfg, agent.Config{
+	runAgentOn(t, cfg, agent.Config{
 		NodeName: "node-filter", Namespace: namespace, HostRoot: h.Root,
 		Resync: time.Minute, Heartbeat: 10 * time.Minute,
-	}, agent.ServeOptions{ProbeAddr: "0"})
-	must(t, err)
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- r.Start(runCtx) }()
-	t.Cleanup(func() {
-		cancel()
-		must(t, <-done)
-	})
+	}, "0")
 
 	eventually(t, 30*time.Second, "pool a's keys", holdsExactly(h, poolA, everyPool, legacy))
 	// A grant the agent received would have reached its informer's list or

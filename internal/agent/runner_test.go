@@ -12,6 +12,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
@@ -32,7 +33,13 @@ func runAgent(t *testing.T, node, hostRoot string, reportDelay time.Duration, pr
 // function that stops it earlier.
 func runAgentWith(t *testing.T, cfg agent.Config, probeAddr string) (stop func()) {
 	t.Helper()
-	r, err := agent.NewRunner(env.Config, cfg, agent.ServeOptions{ProbeAddr: probeAddr})
+	return runAgentOn(t, env.Config, cfg, probeAddr)
+}
+
+// runAgentOn is runAgentWith against the API server of restCfg.
+func runAgentOn(t *testing.T, restCfg *rest.Config, cfg agent.Config, probeAddr string) (stop func()) {
+	t.Helper()
+	r, err := agent.NewRunner(restCfg, cfg, agent.ServeOptions{ProbeAddr: probeAddr})
 	must(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

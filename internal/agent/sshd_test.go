@@ -62,20 +62,10 @@ func TestReportCarriesTheNodesSSHDHostKeys(t *testing.T) {
 		})
 	}
 	const resync = time.Second
-	r, err := agent.NewRunner(cfg, agent.Config{
+	runAgentOn(t, cfg, agent.Config{
 		NodeName: "node-sshd", Namespace: namespace, HostRoot: h.Root,
 		Resync: resync, Heartbeat: 10 * time.Minute, SSHDAddress: sshd.Addr(),
-	}, agent.ServeOptions{ProbeAddr: "0"})
-	must(t, err)
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- r.Start(runCtx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("agent stopped with %v", err)
-		}
-	})
+	}, "0")
 
 	hostKeys := func(want ...string) func() error {
 		return func() error {
