@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"strings"
 	"time"
@@ -69,6 +70,7 @@ type options struct {
 	revocationTimeout  time.Duration
 	statusDelay        time.Duration
 	reportStaleAfter   time.Duration
+	reportWrites       float64
 	monitoring         bool
 	monitoringLabels   string
 	monitoringRecheck  time.Duration
@@ -139,6 +141,8 @@ func run() error {
 		"Node reports within this window are folded into one status update.")
 	flag.DurationVar(&opts.reportStaleAfter, "report-stale-after", controllers.DefaultReportStaleAfter,
 		"A node report whose heartbeat is older counts in nodeaccess_nodes_without_report (agents renew it every 10 minutes).")
+	flag.Float64Var(&opts.reportWrites, "report-writes-per-second", controllers.DefaultReportWritesPerSecond,
+		"Budget of the nodes' report writes under sustained churn: the manager asks every agent to write a changed report at most once per nodes/budget seconds, in 5 s steps, at most 2 minutes (a single change is still reported at once). 0: agents keep their own --report-interval.")
 	// With OLM, a Subscription's spec.config sets environment variables, not arguments.
 	flag.BoolVar(&opts.monitoring, "install-monitoring", true,
 		"Install the alerts (PrometheusRule) and the ServiceMonitor in the operator's namespace while the Prometheus operator's CRDs are served.")
@@ -197,6 +201,12 @@ func run() error {
 	}
 	if opts.reportStaleAfter <= 0 || opts.monitoringRecheck <= 0 {
 		return fmt.Errorf("--report-stale-after and --monitoring-recheck must be positive")
+	}
+	if opts.reportWrites < 0 || math.IsNaN(opts.reportWrites) || math.IsInf(opts.reportWrites, 0) {
+		return fmt.Errorf("--report-writes-per-second must be zero or a positive number")
+	}
+	if opts.reportWrites == 0 {
+		opts.reportWrites = -1 // none published
 	}
 	monitoringLabels, err := labels.ConvertSelectorToLabelsMap(opts.monitoringLabels)
 	if err != nil {
@@ -261,12 +271,13 @@ func run() error {
 			Policy:    keypolicy.Policy{MinRSABits: opts.minRSABits, AllowCertificates: opts.allowCertificates},
 			AllowRoot: opts.allowRoot,
 		},
-		RevocationTimeout: opts.revocationTimeout,
-		StatusDelay:       opts.statusDelay,
-		ReportStaleAfter:  opts.reportStaleAfter,
-		Monitoring:        opts.monitoring,
-		MonitoringLabels:  monitoringLabels,
-		MonitoringRecheck: opts.monitoringRecheck,
+		RevocationTimeout:     opts.revocationTimeout,
+		StatusDelay:           opts.statusDelay,
+		ReportStaleAfter:      opts.reportStaleAfter,
+		ReportWritesPerSecond: opts.reportWrites,
+		Monitoring:            opts.monitoring,
+		MonitoringLabels:      monitoringLabels,
+		MonitoringRecheck:     opts.monitoringRecheck,
 		// OLM sets this; the manager then tells OLM when an upgrade must wait.
 		OperatorCondition: os.Getenv("OPERATOR_CONDITION_NAME"),
 	}); err != nil {

@@ -74,6 +74,11 @@ type Options struct {
 	// FilterSettleDelay is how long new keys of the filter vocabulary wait
 	// before they are published; zero means DefaultFilterSettleDelay.
 	FilterSettleDelay time.Duration
+	// ReportWritesPerSecond is the budget of the nodes' report writes under
+	// churn, which sets the report interval published to the agents
+	// (ReportPacingReconciler); zero means DefaultReportWritesPerSecond, and
+	// a negative budget publishes none.
+	ReportWritesPerSecond float64
 	// MonitoringRecheck is how often the CRDs are looked for while missing;
 	// zero means DefaultMonitoringRecheck.
 	MonitoringRecheck time.Duration
@@ -103,6 +108,16 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	}
 	if err := nf.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the node filter controller: %w", err)
+	}
+	pacing := &ReportPacingReconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Namespace: opts.Namespace,
+		WritesPerSecond: opts.ReportWritesPerSecond,
+	}
+	if pacing.WritesPerSecond == 0 {
+		pacing.WritesPerSecond = DefaultReportWritesPerSecond
+	}
+	if err := pacing.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the report pacing controller: %w", err)
 	}
 	policy := &ReportPolicyReconciler{Client: mgr.GetClient(), Namespace: opts.Namespace}
 	if err := policy.SetupWithManager(mgr); err != nil {

@@ -121,9 +121,9 @@ func (b *bench) start() error {
 	}); err != nil {
 		return fmt.Errorf("creating nodes: %w", err)
 	}
-	b.manager, err = b.cluster.StartProcess(filepath.Join(b.dir, "logs"), "manager", filepath.Join(b.o.work, "bin", "manager"),
-		"--namespace="+namespace, "--agent-image=", "--metrics-bind-address=0", "--health-probe-bind-address=0",
-		"--status-delay=1s", "--pprof-bind-address="+b.managerPprof)
+	managerArgs := append([]string{filepath.Join(b.o.work, "bin", "manager"), "--namespace=" + namespace, "--agent-image=", "--metrics-bind-address=0", "--health-probe-bind-address=0",
+		"--status-delay=1s", "--pprof-bind-address=" + b.managerPprof}, b.managerFlags()...)
+	b.manager, err = b.cluster.StartProcess(filepath.Join(b.dir, "logs"), "manager", managerArgs...)
 	if err != nil {
 		return err
 	}
@@ -389,6 +389,14 @@ func (b *bench) newHostOf(node string, accounts []hostAccount) (string, error) {
 		return "", err
 	}
 	return root, os.WriteFile(filepath.Join(root, "etc", "passwd"), []byte(passwd), 0o644)
+}
+
+// managerFlags are the manager's flags the bench's options set.
+func (b *bench) managerFlags() []string {
+	if b.o.reportWrites == "" {
+		return nil
+	}
+	return []string{"--report-writes-per-second=" + b.o.reportWrites}
 }
 
 // poolOf names the pool of node i.

@@ -75,6 +75,7 @@ type options struct {
 	root, k8sBin  string
 	work          string
 	profileDir    string
+	reportWrites  string
 }
 
 func main() {
@@ -93,6 +94,7 @@ func main() {
 	flag.DurationVar(&o.idle, "idle", 30*time.Second, "Steady-state window in which agents' requests are counted.")
 	flag.BoolVar(&o.bounds, "bounds", true, "Run the bounds scenario: one more node receiving as many grants as the manager admits for one node.")
 	flag.StringVar(&o.hostsDir, "hosts-dir", "", "Where the simulated nodes' host roots are made (a tmpfs such as /dev/shm keeps thousands of fsync pairs off the disk); default: the bench's work directory.")
+	flag.StringVar(&o.reportWrites, "report-writes-per-second", "", "The manager's --report-writes-per-second (empty: its default).")
 	flag.StringVar(&o.out, "out", "bin/bench/results.json", "Machine-readable results.")
 	flag.StringVar(&o.doc, "doc", "docs/benchmarks.md", "The document whose results table is rewritten.")
 	flag.Parse()

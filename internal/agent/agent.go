@@ -76,7 +76,9 @@ type Config struct {
 	// ReportInterval is the shortest time between two writes of a changed
 	// report: changes within it make one write at its end, so a node
 	// under churn costs the API server one write per interval, not one per
-	// change. Zero: no minimum. Files are always written at once.
+	// change. Zero: no minimum. Files are always written at once. The
+	// manager may ask for a longer one as the cluster grows (see
+	// Agent.reportInterval).
 	ReportInterval time.Duration
 	// SSHDAddress is the node's sshd (host:port; see SSHDAddress), whose
 	// version and host keys the agent probes at start and every Resync and
@@ -101,6 +103,9 @@ type source interface {
 	node(ctx context.Context) (*corev1.Node, error)
 	// rendered returns the rendered grants; callers must not modify them.
 	rendered(ctx context.Context) ([]nav1.RenderedNodeAccess, error)
+	// reportInterval returns the report interval the manager published for
+	// the cluster's size, if it published one (package nodefilter).
+	reportInterval() (time.Duration, bool)
 }
 
 // Agent reconciles one node.

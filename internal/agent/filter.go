@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -202,6 +203,17 @@ func never(ctx context.Context) watch.Interface {
 		w.Stop()
 	}()
 	return w
+}
+
+// publishedReportInterval returns the report interval the manager published
+// in store, if it published a valid one (nodefilter.ParseReportInterval).
+func publishedReportInterval(store cache.Store) (time.Duration, bool) {
+	for _, obj := range store.List() {
+		if cm, ok := obj.(*corev1.ConfigMap); ok && cm.Name == nodefilter.ConfigMapName {
+			return nodefilter.ParseReportInterval(cm.Data[nodefilter.ReportIntervalField])
+		}
+	}
+	return 0, false
 }
 
 // vocabulary returns the published vocabulary in store (nil when none is).

@@ -228,7 +228,7 @@ func activeFailure(g desiredstate.Grant, plan desiredstate.Plan, results map[str
 // ReportDelay after the change, plus up to as much again at random: the
 // files come first, one grant reaching many nodes does not make them all
 // write at the same instant, and changes within the window make one write;
-// and no sooner than ReportInterval after the last write.
+// and no sooner than the report interval after the last write.
 // It returns how long until a delayed write is due (0 when none is pending).
 func (a *Agent) writeReport(ctx context.Context, node *corev1.Node, st nav1.NodeAccessReportStatus, now time.Time) (time.Duration, error) {
 	prev := a.report
@@ -246,13 +246,13 @@ func (a *Agent) writeReport(ctx context.Context, node *corev1.Node, st nav1.Node
 			if !heartbeatDue {
 				return 0, nil
 			}
-		} else if !heartbeatDue && (a.cfg.ReportDelay > 0 || a.cfg.ReportInterval > 0) {
+		} else if interval := a.reportInterval(); !heartbeatDue && (a.cfg.ReportDelay > 0 || interval > 0) {
 			if a.reportDue.IsZero() {
 				due := now
 				if a.cfg.ReportDelay > 0 {
 					due = now.Add(a.cfg.ReportDelay + rand.N(a.cfg.ReportDelay))
 				}
-				if next := a.reportWritten.Add(a.cfg.ReportInterval); next.After(due) {
+				if next := a.reportWritten.Add(interval); next.After(due) {
 					due = next
 				}
 				a.reportDue = due
@@ -292,6 +292,19 @@ func (a *Agent) writeReport(ctx context.Context, node *corev1.Node, st nav1.Node
 	a.reportDue = time.Time{}
 	a.reportWritten = now
 	return 0, nil
+}
+
+// reportInterval is the shortest time between two writes of a changed
+// report: the agent's own --report-interval, or the longer one the manager
+// publishes for the cluster's size (at most nodefilter.MaxReportInterval,
+// and at most half the heartbeat), so that a cluster's nodes under churn
+// write their reports within the manager's budget.
+func (a *Agent) reportInterval() time.Duration {
+	d := a.cfg.ReportInterval
+	if published, ok := a.src.reportInterval(); ok {
+		d = max(d, min(published, a.cfg.Heartbeat/2))
+	}
+	return d
 }
 
 // sameContent compares two reports without their times.

@@ -273,7 +273,8 @@ func (r *Runner) probes() (*http.Server, error) {
 
 // slim drops from cached objects what the agent never reads: all of a
 // Node but its name, UID and labels (a real Node's status is tens of KiB),
-// all of a ConfigMap but the vocabulary, and every object's managed fields.
+// all of a ConfigMap but the vocabulary and the report interval, and every
+// object's managed fields.
 func slim(obj any) (any, error) {
 	switch o := obj.(type) {
 	case *corev1.Node:
@@ -283,7 +284,10 @@ func slim(obj any) (any, error) {
 	case *corev1.ConfigMap:
 		return &corev1.ConfigMap{
 			ObjectMeta: metav1.ObjectMeta{Name: o.Name, Namespace: o.Namespace, ResourceVersion: o.ResourceVersion},
-			Data:       map[string]string{nodefilter.KeysField: o.Data[nodefilter.KeysField]},
+			Data: map[string]string{
+				nodefilter.KeysField:           o.Data[nodefilter.KeysField],
+				nodefilter.ReportIntervalField: o.Data[nodefilter.ReportIntervalField],
+			},
 		}, nil
 	case metav1.Object:
 		o.SetManagedFields(nil)
@@ -305,4 +309,8 @@ func (s storeSource) node(context.Context) (*corev1.Node, error) {
 
 func (s storeSource) rendered(context.Context) ([]nav1.RenderedNodeAccess, error) {
 	return s.r.grants.list(), nil
+}
+
+func (s storeSource) reportInterval() (time.Duration, bool) {
+	return publishedReportInterval(s.r.vocabulary)
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/rest"
@@ -17,6 +18,7 @@ import (
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
 	"github.com/nodeaccess/nodeaccess-operator/internal/agent"
+	"github.com/nodeaccess/nodeaccess-operator/internal/nodefilter"
 )
 
 // runAgent runs a Runner for node with the given report delay and probe
@@ -147,25 +149,75 @@ func TestDeletedReportIsRecreated(t *testing.T) {
 // spaced by the interval, and the last one lists the last change.
 func TestReportsOfAChurningNodeAreSpacedByTheInterval(t *testing.T) {
 	const interval = 2 * time.Second
+	writes := churnReports(t, "node-interval", interval)
+	if len(writes) == 0 || len(writes) > 3 {
+		t.Fatalf("%d report writes for 10 changes over 3 s with a %s interval, want 1 to 3", len(writes), interval)
+	}
+	spacedBy(t, writes, interval)
+}
+
+// The manager publishes a longer interval for a large cluster: the agent
+// spaces its reports by it, though its own interval is shorter. A value
+// that is not a bounded duration is not used.
+func TestReportsFollowTheIntervalTheManagerPublishes(t *testing.T) {
+	ctx := context.Background()
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: nodefilter.ConfigMapName},
+		Data:       map[string]string{nodefilter.ReportIntervalField: "4s"},
+	}
+	must(t, k8sClient.Create(ctx, cm))
+	t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), cm) })
+	writes := churnReports(t, "node-published", 500*time.Millisecond)
+	if len(writes) == 0 || len(writes) > 2 {
+		t.Fatalf("%d report writes for 10 changes over 3 s with a published interval of 4s, want 1 or 2", len(writes))
+	}
+	spacedBy(t, writes, 4*time.Second)
+
+	// Over the bound (or not a duration): the agent's own interval again.
+	cm.Data[nodefilter.ReportIntervalField] = "1000h"
+	must(t, k8sClient.Update(ctx, cm))
+	writes = churnReports(t, "node-published-hostile", 0)
+	if len(writes) < 4 {
+		t.Fatalf("%d report writes for 10 changes over 3 s with no interval of its own and a published 1000h, want at least 4 (the value is not used)", len(writes))
+	}
+}
+
+// spacedBy fails when two writes are closer than interval.
+func spacedBy(t *testing.T, writes []time.Time, interval time.Duration) {
+	t.Helper()
+	for i := 1; i < len(writes); i++ {
+		if gap := writes[i].Sub(writes[i-1]); gap < interval-200*time.Millisecond {
+			t.Fatalf("report writes %s apart, within the interval of %s", gap, interval)
+		}
+	}
+}
+
+// churnReports runs an agent with the report interval on a new node, makes
+// ten changes of its grant 300 ms apart, each in the file at once, and
+// returns when each report write from the first change on was seen, up to
+// the one listing the last change.
+func churnReports(t *testing.T, node string, interval time.Duration) []time.Time {
+	t.Helper()
 	ctx := context.Background()
 	h := newHost(t)
-	createNode(t, "node-interval", map[string]string{"pool": "interval"})
+	pool := map[string]string{"pool": node}
+	createNode(t, node, pool)
 	runAgentWith(t, agent.Config{
-		NodeName: "node-interval", Namespace: namespace, HostRoot: h.Root,
+		NodeName: node, Namespace: namespace, HostRoot: h.Root,
 		Resync: time.Minute, Heartbeat: 10 * time.Minute, ReportInterval: interval,
 	}, "0")
-	g := grant("team-interval", map[string]string{"pool": "interval"}, nav1.RenderedUser{Name: "alice", Keys: []nav1.RenderedKey{key(aliceData, "alice")}})
+	g := grant("team-"+node, pool, nav1.RenderedUser{Name: "alice", Keys: []nav1.RenderedKey{key(aliceData, "alice")}})
 	t.Cleanup(func() { remove(t, g.Name) })
 	apply(t, g)
-	eventually(t, 30*time.Second, "the first report listing the grant", reportHas(ctx, "node-interval", g))
+	eventually(t, 30*time.Second, "the first report listing the grant", reportHas(ctx, node, g))
 
 	// Record every write of the report from now on.
 	wc, err := client.NewWithWatch(env.Config, client.Options{Scheme: k8sClient.Scheme()})
 	must(t, err)
 	report := &nav1.NodeAccessReport{}
-	must(t, k8sClient.Get(ctx, client.ObjectKey{Name: "node-interval"}, report))
+	must(t, k8sClient.Get(ctx, client.ObjectKey{Name: node}, report))
 	w, err := wc.Watch(ctx, &nav1.NodeAccessReportList{}, &client.ListOptions{
-		FieldSelector: fields.OneTermEqualSelector("metadata.name", "node-interval"),
+		FieldSelector: fields.OneTermEqualSelector("metadata.name", node),
 		Raw:           &metav1.ListOptions{ResourceVersion: report.ResourceVersion},
 	})
 	must(t, err)
@@ -183,7 +235,6 @@ func TestReportsOfAChurningNodeAreSpacedByTheInterval(t *testing.T) {
 		}
 	}()
 
-	// Ten changes, 300 ms apart: each is in the file at once.
 	blobs := []string{aliceData}
 	for i := range 10 {
 		data := newKeyData(t)
@@ -193,8 +244,8 @@ func TestReportsOfAChurningNodeAreSpacedByTheInterval(t *testing.T) {
 		eventually(t, 10*time.Second, "change written to the file", holdsExactly(h, blobs...))
 		time.Sleep(300 * time.Millisecond) // the pace of the changes, not a wait for a result
 	}
-	eventually(t, interval+20*time.Second, "the report listing the last change", reportHas(ctx, "node-interval", g))
-	must(t, k8sClient.Get(ctx, client.ObjectKey{Name: "node-interval"}, report))
+	eventually(t, 30*time.Second, "the report listing the last change", reportHas(ctx, node, g))
+	must(t, k8sClient.Get(ctx, client.ObjectKey{Name: node}, report))
 	var writes []time.Time
 	for last := ""; last != report.ResourceVersion; {
 		select {
@@ -204,12 +255,5 @@ func TestReportsOfAChurningNodeAreSpacedByTheInterval(t *testing.T) {
 			t.Fatalf("the watch never showed the report's write %s", report.ResourceVersion)
 		}
 	}
-	if len(writes) == 0 || len(writes) > 3 {
-		t.Fatalf("%d report writes for 10 changes over 3 s with a %s interval, want 1 to 3", len(writes), interval)
-	}
-	for i := 1; i < len(writes); i++ {
-		if gap := writes[i].Sub(writes[i-1]); gap < interval-200*time.Millisecond {
-			t.Fatalf("report writes %s apart, within the interval of %s", gap, interval)
-		}
-	}
+	return writes
 }
