@@ -174,6 +174,14 @@ func (f *nodeFilter) tampered(published []string) ([]string, bool) {
 	return slices.Clone(f.mine), f.mineKnown && !slices.Equal(published, f.mine)
 }
 
+// filterConfigMapOnly passes the events of the filter's ConfigMap
+// (nodefilter.ConfigMapName in namespace) and of no other.
+func filterConfigMapOnly(namespace string) predicate.Predicate {
+	return predicate.NewPredicateFuncs(func(o client.Object) bool {
+		return o.GetNamespace() == namespace && o.GetName() == nodefilter.ConfigMapName
+	})
+}
+
 func union(a, b []string) []string {
 	out := slices.Concat(a, b)
 	slices.Sort(out)
@@ -241,13 +249,10 @@ func (r *NodeFilterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	changed := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{filterChangedRequest}
 	})
-	ownConfigMap := predicate.NewPredicateFuncs(func(o client.Object) bool {
-		return o.GetNamespace() == r.Namespace && o.GetName() == nodefilter.ConfigMapName
-	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("nodefilter").
 		Watches(&nav1.NodeAccess{}, toVocabulary, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(&corev1.ConfigMap{}, changed, builder.OnlyMetadata, builder.WithPredicates(ownConfigMap)).
+		Watches(&corev1.ConfigMap{}, changed, builder.OnlyMetadata, builder.WithPredicates(filterConfigMapOnly(r.Namespace))).
 		// A rendered grant written without the labels (by an earlier manager).
 		Watches(&nav1.RenderedNodeAccess{}, toVocabulary, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 			return o.GetLabels()[nodefilter.Marker] == ""

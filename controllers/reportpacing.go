@@ -50,13 +50,10 @@ func (r *ReportPacingReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	})
 	// A Node's updates (its status, every few seconds) do not change the count.
 	nodeCount := predicate.Funcs{UpdateFunc: func(event.UpdateEvent) bool { return false }}
-	ownConfigMap := predicate.NewPredicateFuncs(func(o client.Object) bool {
-		return o.GetNamespace() == r.Namespace && o.GetName() == nodefilter.ConfigMapName
-	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("reportpacing").
 		Watches(&corev1.Node{}, toPacing, builder.OnlyMetadata, builder.WithPredicates(nodeCount)).
-		Watches(&corev1.ConfigMap{}, toPacing, builder.OnlyMetadata, builder.WithPredicates(ownConfigMap)).
+		Watches(&corev1.ConfigMap{}, toPacing, builder.OnlyMetadata, builder.WithPredicates(filterConfigMapOnly(r.Namespace))).
 		Complete(r)
 }
 

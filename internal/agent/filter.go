@@ -208,20 +208,26 @@ func never(ctx context.Context) watch.Interface {
 // publishedReportInterval returns the report interval the manager published
 // in store, if it published a valid one (nodefilter.ParseReportInterval).
 func publishedReportInterval(store cache.Store) (time.Duration, bool) {
-	for _, obj := range store.List() {
-		if cm, ok := obj.(*corev1.ConfigMap); ok && cm.Name == nodefilter.ConfigMapName {
-			return nodefilter.ParseReportInterval(cm.Data[nodefilter.ReportIntervalField])
-		}
+	if cm := filterConfigMap(store); cm != nil {
+		return nodefilter.ParseReportInterval(cm.Data[nodefilter.ReportIntervalField])
 	}
 	return 0, false
 }
 
-// vocabulary returns the published vocabulary in store (nil when none is).
-func vocabulary(store cache.Store) []string {
+// filterConfigMap returns the filter's ConfigMap in store, or nil.
+func filterConfigMap(store cache.Store) *corev1.ConfigMap {
 	for _, obj := range store.List() {
 		if cm, ok := obj.(*corev1.ConfigMap); ok && cm.Name == nodefilter.ConfigMapName {
-			return nodefilter.ParseKeys(cm.Data[nodefilter.KeysField])
+			return cm
 		}
+	}
+	return nil
+}
+
+// vocabulary returns the published vocabulary in store (nil when none is).
+func vocabulary(store cache.Store) []string {
+	if cm := filterConfigMap(store); cm != nil {
+		return nodefilter.ParseKeys(cm.Data[nodefilter.KeysField])
 	}
 	return nil
 }
