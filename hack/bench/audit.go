@@ -29,6 +29,7 @@ type auditEvent struct {
 		Subresource string `json:"subresource"`
 	} `json:"objectRef"`
 	RequestReceivedTimestamp metav1.MicroTime `json:"requestReceivedTimestamp"`
+	StageTimestamp           metav1.MicroTime `json:"stageTimestamp"`
 }
 
 // countRequests reads the audit log: requests received in [from, to],
@@ -86,4 +87,31 @@ func countRequests(path string, from, to time.Time) (requestCounts, error) {
 		}
 	}
 	return c, sc.Err()
+}
+
+// renderedWrittenAt is when the manager's first write of a rendered grant
+// received after from completed (the end of the manager's part of a
+// change, before delivery to the agents); zero when there was none.
+func renderedWrittenAt(path string, from time.Time) (time.Time, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	var first time.Time
+	for sc.Scan() {
+		var ev auditEvent
+		if json.Unmarshal(sc.Bytes(), &ev) != nil || ev.Stage != "ResponseComplete" || ev.ObjectRef == nil ||
+			ev.ObjectRef.Resource != "renderednodeaccesses" || ev.ObjectRef.Subresource != "" ||
+			!strings.HasPrefix(ev.UserAgent, "manager/") || slices.Contains([]string{"get", "list", "watch"}, ev.Verb) ||
+			ev.RequestReceivedTimestamp.Time.Before(from) {
+			continue
+		}
+		if at := ev.StageTimestamp.Time; first.IsZero() || at.Before(first) {
+			first = at
+		}
+	}
+	return first, sc.Err()
 }

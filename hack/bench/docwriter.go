@@ -61,6 +61,13 @@ func writeDoc(o options, results []Result) error {
 			r.ManagerRSSMiB, agentRSS, agentPrivate, r.ManagerCPUs)
 	}
 	t.WriteString("\nFloor rows: `floor` is one ConfigMap update reaching one watcher per node, `floor-pool` reaching one pool's watchers while the others stay connected; changes are updates, one at a time.\n")
+	t.WriteString("\nWhere a single change's time goes (the manager's part: from the API call to its write of the rendered grant completing, from the audit log; the rest is the delivery to the agents and their passes):\n\n")
+	for _, r := range results {
+		if r.RenderedMs > 0 {
+			fmt.Fprintf(&t, "- %s, %d nodes: rendered grant written after %.0f ms; then %.0f ms to the median node's file, %.0f ms to the p99 node's.\n",
+				r.Scenario, r.Nodes, r.RenderedMs, r.P50ms-r.RenderedMs, r.P99ms-r.RenderedMs)
+		}
+	}
 	t.WriteString("\nChurn, the status behind the files (from the last node's file to the NodeAccess status counting every selected node in sync at that generation or a later one):\n\n")
 	for _, r := range results {
 		if r.Scenario == "churn" {

@@ -136,6 +136,11 @@ type Result struct {
 	P95ms   float64 `json:"p95_ms"`
 	P99ms   float64 `json:"p99_ms"`
 	MaxMs   float64 `json:"max_ms"`
+	// RenderedMs is, for a single change, the time from the API call to the
+	// manager's write of the rendered grant completing (from the audit log):
+	// the manager's part; the rest of each latency is the delivery to the
+	// agents and their passes.
+	RenderedMs float64 `json:"rendered_ms,omitempty"`
 	// FloorRatio is P99ms over the p99 of the floor measured with every
 	// node watching, in the same run.
 	FloorRatio float64 `json:"p99_floor_ratio,omitempty"`
@@ -213,16 +218,14 @@ func run(o options) error {
 	for i, n := range o.nodes {
 		rs, err := runNodes(o, n, i == 0 && o.baselineNodes > 0)
 		results = append(results, rs...)
+		// What was measured is kept even when a later node count fails.
+		werr := writeResults(o.out, results)
 		if err != nil {
-			return fmt.Errorf("%d nodes: %w", n, err)
+			return errors.Join(fmt.Errorf("%d nodes: %w", n, err), werr)
 		}
-	}
-	if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
-		return err
-	}
-	data, _ := json.MarshalIndent(results, "", "  ")
-	if err := os.WriteFile(o.out, append(data, '\n'), 0o644); err != nil {
-		return err
+		if werr != nil {
+			return werr
+		}
 	}
 	fmt.Println("wrote", o.out)
 	if err := writeDoc(o, results); err != nil {
@@ -230,6 +233,15 @@ func run(o options) error {
 	}
 	fmt.Println("wrote", o.doc)
 	return nil
+}
+
+// writeResults writes the machine-readable results.
+func writeResults(path string, results []Result) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	data, _ := json.MarshalIndent(results, "", "  ")
+	return os.WriteFile(path, append(data, '\n'), 0o644)
 }
 
 // runNodes runs everything at one node count, on one fresh cluster.

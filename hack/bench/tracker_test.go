@@ -54,6 +54,12 @@ func TestTrackerTimesRenamedFiles(t *testing.T) {
 	if len(got) != 2 {
 		t.Fatalf("got %d samples, want 2", len(got))
 	}
+	// A blob is a whole field: one that only contains it is another key.
+	longer := tr.expect("KEY9", true, []string{"a"})
+	replace(t, dirs["a"], "ssh-ed25519 KEY1 x\nssh-ed25519 KEY99 x\n")
+	if _, err := longer.done(300 * time.Millisecond); err == nil {
+		t.Fatal("KEY9 counted as present in a file holding only KEY99")
+	}
 	gone := tr.expect("KEY1", false, []string{"a"})
 	replace(t, dirs["a"], "")
 	if got, err := gone.done(10 * time.Second); err != nil || len(got) != 1 {

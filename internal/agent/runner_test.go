@@ -149,7 +149,7 @@ func TestDeletedReportIsRecreated(t *testing.T) {
 // spaced by the interval, and the last one lists the last change.
 func TestReportsOfAChurningNodeAreSpacedByTheInterval(t *testing.T) {
 	const interval = 2 * time.Second
-	writes := churnReports(t, "node-interval", interval)
+	writes := churnReports(t, "node-interval", interval, 10*time.Minute)
 	if len(writes) == 0 || len(writes) > 3 {
 		t.Fatalf("%d report writes for 10 changes over 3 s with a %s interval, want 1 to 3", len(writes), interval)
 	}
@@ -167,7 +167,7 @@ func TestReportsFollowTheIntervalTheManagerPublishes(t *testing.T) {
 	}
 	must(t, k8sClient.Create(ctx, cm))
 	t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), cm) })
-	writes := churnReports(t, "node-published", 500*time.Millisecond)
+	writes := churnReports(t, "node-published", 500*time.Millisecond, 10*time.Minute)
 	if len(writes) == 0 || len(writes) > 2 {
 		t.Fatalf("%d report writes for 10 changes over 3 s with a published interval of 4s, want 1 or 2", len(writes))
 	}
@@ -176,10 +176,31 @@ func TestReportsFollowTheIntervalTheManagerPublishes(t *testing.T) {
 	// Over the bound (or not a duration): the agent's own interval again.
 	cm.Data[nodefilter.ReportIntervalField] = "1000h"
 	must(t, k8sClient.Update(ctx, cm))
-	writes = churnReports(t, "node-published-hostile", 0)
+	writes = churnReports(t, "node-published-hostile", 0, 10*time.Minute)
 	if len(writes) < 4 {
 		t.Fatalf("%d report writes for 10 changes over 3 s with no interval of its own and a published 1000h, want at least 4 (the value is not used)", len(writes))
 	}
+}
+
+// TestAPublishedIntervalIsCappedByTheHeartbeat: an agent whose heartbeat
+// is shorter than twice the published interval spaces its changed reports
+// by half its heartbeat, not by the published interval: a change is never
+// reported later than the node's next heartbeat would have been.
+func TestAPublishedIntervalIsCappedByTheHeartbeat(t *testing.T) {
+	ctx := context.Background()
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: nodefilter.ConfigMapName},
+		Data:       map[string]string{nodefilter.ReportIntervalField: "1m"},
+	}
+	must(t, k8sClient.Create(ctx, cm))
+	t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), cm) })
+	// churnReports waits at most 30 s for the report of the last change: a
+	// published minute that was not capped fails it.
+	writes := churnReports(t, "node-heartbeat-cap", 0, 4*time.Second)
+	if len(writes) < 2 {
+		t.Fatalf("%d report writes for 10 changes over 3 s with a 4s heartbeat (interval capped at 2s), want at least 2", len(writes))
+	}
+	spacedBy(t, writes, 2*time.Second)
 }
 
 // spacedBy fails when two writes are closer than interval.
@@ -196,7 +217,7 @@ func spacedBy(t *testing.T, writes []time.Time, interval time.Duration) {
 // ten changes of its grant 300 ms apart, each in the file at once, and
 // returns when each report write from the first change on was seen, up to
 // the one listing the last change.
-func churnReports(t *testing.T, node string, interval time.Duration) []time.Time {
+func churnReports(t *testing.T, node string, interval, heartbeat time.Duration) []time.Time {
 	t.Helper()
 	ctx := context.Background()
 	h := newHost(t)
@@ -204,7 +225,7 @@ func churnReports(t *testing.T, node string, interval time.Duration) []time.Time
 	createNode(t, node, pool)
 	runAgentWith(t, agent.Config{
 		NodeName: node, Namespace: namespace, HostRoot: h.Root,
-		Resync: time.Minute, Heartbeat: 10 * time.Minute, ReportInterval: interval,
+		Resync: time.Minute, Heartbeat: heartbeat, ReportInterval: interval,
 	}, "0")
 	g := grant("team-"+node, pool, nav1.RenderedUser{Name: "alice", Keys: []nav1.RenderedKey{key(aliceData, "alice")}})
 	t.Cleanup(func() { remove(t, g.Name) })
