@@ -83,21 +83,13 @@ func TestScanSkipsFamiliesTheServerLacks(t *testing.T) {
 }
 
 func TestScanFailsClearly(t *testing.T) {
-	// A port nothing listens on.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := ln.Addr().String()
-	ln.Close()
-
 	cases := []struct {
 		name   string
 		addr   string
 		reason string
 		text   string
 	}{
-		{"no server", closed, nav1.SSHDUnreachableReason, "connection refused"},
+		{"no server", "", nav1.SSHDUnreachableReason, "connection refused"},
 		{"an HTTP server", serve(t, func(c net.Conn) {
 			_, _ = c.Write([]byte("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"))
 		}), nav1.NotAnSSHServerReason, "did not answer with an SSH version string"},
@@ -119,6 +111,14 @@ func TestScanFailsClearly(t *testing.T) {
 			_, _ = c.Read(make([]byte, 4096))
 		}), nav1.SSHDHandshakeFailedReason, "SSH handshake"},
 	}
+	// A port nothing listens on, taken after the servers above have theirs:
+	// taken before, its number could be given to one of them.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases[0].addr = ln.Addr().String()
+	ln.Close()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
