@@ -16,6 +16,11 @@ type requestCounts struct {
 	byKey                                     map[string]int
 	managerWrites, agentRequests, agentWrites int
 	agentsByPrefix                            map[string]int
+	// renderedWrittenAt is when the first of the manager's writes of a
+	// rendered grant received in the window completed: the end of the
+	// manager's part of a change, before delivery to the agents. Zero when
+	// there was none.
+	renderedWrittenAt time.Time
 }
 
 func (c requestCounts) agentRequestsOf(prefix string) int { return c.agentsByPrefix[prefix] }
@@ -33,7 +38,8 @@ type auditEvent struct {
 }
 
 // countRequests reads the audit log: requests received in [from, to],
-// by client (manager, agents, the bench itself), verb and resource. Watches
+// by client (manager, agents, the bench itself), verb and resource, and
+// when the manager's first write of a rendered grant completed. Watches
 // are left out: they are long-lived, opened once, and logged when they end.
 func countRequests(path string, from, to time.Time) (requestCounts, error) {
 	c := requestCounts{byKey: map[string]int{}, agentsByPrefix: map[string]int{}}
@@ -76,6 +82,11 @@ func countRequests(path string, from, to time.Time) (requestCounts, error) {
 			if write {
 				c.managerWrites++
 			}
+			if write && resource == "renderednodeaccesses" {
+				if done := ev.StageTimestamp.Time; c.renderedWrittenAt.IsZero() || done.Before(c.renderedWrittenAt) {
+					c.renderedWrittenAt = done
+				}
+			}
 		case "agent":
 			c.agentRequests++
 			if write {
@@ -87,31 +98,4 @@ func countRequests(path string, from, to time.Time) (requestCounts, error) {
 		}
 	}
 	return c, sc.Err()
-}
-
-// renderedWrittenAt is when the manager's first write of a rendered grant
-// received after from completed (the end of the manager's part of a
-// change, before delivery to the agents); zero when there was none.
-func renderedWrittenAt(path string, from time.Time) (time.Time, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return time.Time{}, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<24)
-	var first time.Time
-	for sc.Scan() {
-		var ev auditEvent
-		if json.Unmarshal(sc.Bytes(), &ev) != nil || ev.Stage != "ResponseComplete" || ev.ObjectRef == nil ||
-			ev.ObjectRef.Resource != "renderednodeaccesses" || ev.ObjectRef.Subresource != "" ||
-			!strings.HasPrefix(ev.UserAgent, "manager/") || slices.Contains([]string{"get", "list", "watch"}, ev.Verb) ||
-			ev.RequestReceivedTimestamp.Time.Before(from) {
-			continue
-		}
-		if at := ev.StageTimestamp.Time; first.IsZero() || at.Before(first) {
-			first = at
-		}
-	}
-	return first, sc.Err()
 }

@@ -151,14 +151,8 @@ func (b *bench) finish(name string, m mark, concerned int, waits ...*wait) (Resu
 	r.ManagerWrites = float64(counts.managerWrites) / float64(changes)
 	r.AgentRequests = float64(counts.agentRequests) / float64(changes)
 	r.AgentWrites = float64(counts.agentWrites) / float64(changes)
-	if changes == 1 {
-		written, err := renderedWrittenAt(b.audit, m.at)
-		if err != nil {
-			return r, err
-		}
-		if !written.IsZero() {
-			r.RenderedMs = float64(written.Sub(m.at).Microseconds()) / 1000
-		}
+	if changes == 1 && !counts.renderedWrittenAt.IsZero() {
+		r.RenderedMs = float64(counts.renderedWrittenAt.Sub(m.at).Microseconds()) / 1000
 	}
 	return r, nil
 }

@@ -160,13 +160,7 @@ func TestReportsOfAChurningNodeAreSpacedByTheInterval(t *testing.T) {
 // spaces its reports by it, though its own interval is shorter. A value
 // that is not a bounded duration is not used.
 func TestReportsFollowTheIntervalTheManagerPublishes(t *testing.T) {
-	ctx := context.Background()
-	cm := &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: nodefilter.ConfigMapName},
-		Data:       map[string]string{nodefilter.ReportIntervalField: "4s"},
-	}
-	must(t, k8sClient.Create(ctx, cm))
-	t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), cm) })
+	cm := publishReportInterval(t, "4s")
 	writes := churnReports(t, "node-published", 500*time.Millisecond, 10*time.Minute)
 	if len(writes) == 0 || len(writes) > 2 {
 		t.Fatalf("%d report writes for 10 changes over 3 s with a published interval of 4s, want 1 or 2", len(writes))
@@ -175,7 +169,7 @@ func TestReportsFollowTheIntervalTheManagerPublishes(t *testing.T) {
 
 	// Over the bound (or not a duration): the agent's own interval again.
 	cm.Data[nodefilter.ReportIntervalField] = "1000h"
-	must(t, k8sClient.Update(ctx, cm))
+	must(t, k8sClient.Update(context.Background(), cm))
 	writes = churnReports(t, "node-published-hostile", 0, 10*time.Minute)
 	if len(writes) < 4 {
 		t.Fatalf("%d report writes for 10 changes over 3 s with no interval of its own and a published 1000h, want at least 4 (the value is not used)", len(writes))
@@ -187,13 +181,7 @@ func TestReportsFollowTheIntervalTheManagerPublishes(t *testing.T) {
 // by half its heartbeat, not by the published interval: a change is never
 // reported later than the node's next heartbeat would have been.
 func TestAPublishedIntervalIsCappedByTheHeartbeat(t *testing.T) {
-	ctx := context.Background()
-	cm := &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: nodefilter.ConfigMapName},
-		Data:       map[string]string{nodefilter.ReportIntervalField: "1m"},
-	}
-	must(t, k8sClient.Create(ctx, cm))
-	t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), cm) })
+	publishReportInterval(t, "1m")
 	// churnReports waits at most 30 s for the report of the last change: a
 	// published minute that was not capped fails it.
 	writes := churnReports(t, "node-heartbeat-cap", 0, 4*time.Second)
@@ -201,6 +189,19 @@ func TestAPublishedIntervalIsCappedByTheHeartbeat(t *testing.T) {
 		t.Fatalf("%d report writes for 10 changes over 3 s with a 4s heartbeat (interval capped at 2s), want at least 2", len(writes))
 	}
 	spacedBy(t, writes, 2*time.Second)
+}
+
+// publishReportInterval publishes a report interval as the manager does,
+// in the filter ConfigMap, until the test ends.
+func publishReportInterval(t *testing.T, value string) *corev1.ConfigMap {
+	t.Helper()
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: nodefilter.ConfigMapName},
+		Data:       map[string]string{nodefilter.ReportIntervalField: value},
+	}
+	must(t, k8sClient.Create(context.Background(), cm))
+	t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), cm) })
+	return cm
 }
 
 // spacedBy fails when two writes are closer than interval.
