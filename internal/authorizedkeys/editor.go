@@ -37,6 +37,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"unicode/utf8"
 )
 
 // Markers and prefixes of the managed block.
@@ -153,20 +154,64 @@ func isOurs(l line) bool {
 	if isBegin(l) || isEnd(l) || isHeader(l) {
 		return true
 	}
-	fields := strings.Fields(l.text)
-	return len(fields) >= 3 && strings.HasPrefix(fields[len(fields)-1], AttributionPrefix)
+	last, before := lastField(l.text)
+	return before >= 2 && strings.HasPrefix(last, AttributionPrefix)
 }
 
-func splitLines(content []byte) []line {
-	var lines []line
-	for len(content) > 0 {
-		i := bytes.IndexByte(content, '\n')
-		if i < 0 {
-			lines = append(lines, line{text: string(content)})
+// isSpace is what strings.Fields splits ASCII text on.
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'
+}
+
+// lastField is the last whitespace-separated field of s and how many
+// fields stand before it (counting at most 2), as strings.Fields would
+// split s; ASCII text, the common case, is scanned without splitting it.
+func lastField(s string) (string, int) {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			f := strings.Fields(s)
+			if len(f) == 0 {
+				return "", 0
+			}
+			return f[len(f)-1], min(len(f)-1, 2)
+		}
+	}
+	end := len(s)
+	for end > 0 && isSpace(s[end-1]) {
+		end--
+	}
+	start := end
+	for start > 0 && !isSpace(s[start-1]) {
+		start--
+	}
+	before := 0
+	for i := start; i > 0 && before < 2; {
+		for i > 0 && isSpace(s[i-1]) {
+			i--
+		}
+		if i == 0 {
 			break
 		}
-		lines = append(lines, line{text: string(content[:i]), eol: "\n"})
-		content = content[i+1:]
+		before++
+		for i > 0 && !isSpace(s[i-1]) {
+			i--
+		}
+	}
+	return s[start:end], before
+}
+
+// splitLines copies content once; each line's text is a part of the copy.
+func splitLines(content []byte) []line {
+	text := string(content)
+	lines := make([]line, 0, bytes.Count(content, []byte{'\n'})+1)
+	for len(text) > 0 {
+		i := strings.IndexByte(text, '\n')
+		if i < 0 {
+			lines = append(lines, line{text: text})
+			break
+		}
+		lines = append(lines, line{text: text[:i], eol: "\n"})
+		text = text[i+1:]
 	}
 	return lines
 }
@@ -193,7 +238,12 @@ type heldKey struct {
 }
 
 // Parse splits content into the user's lines and the managed block(s).
-func Parse(content []byte) *Parsed {
+func Parse(content []byte) *Parsed { return parse(content, true) }
+
+// parse is Parse; without keys it skips reading the operator's key lines
+// and headers (Owners, Holdings and KeepPresent then know nothing), which
+// is all Render needs.
+func parse(content []byte, keys bool) *Parsed {
 	lines := splitLines(content)
 	p := &Parsed{insertAt: -1}
 	seen := map[Owner]bool{}
@@ -238,9 +288,13 @@ func Parse(content []byte) *Parsed {
 			for _, in := range lines[i+1 : end] {
 				switch {
 				case isHeader(in):
-					section = noteHeader(in)
+					if keys {
+						section = noteHeader(in)
+					}
 				case isOurs(in):
-					noteKey(in, section)
+					if keys {
+						noteKey(in, section)
+					}
 				case !closed && !isOurs(in):
 					p.outside = append(p.outside, in) // not recognisably ours: kept
 				case closed && !isOurs(in):
@@ -408,7 +462,7 @@ func Render(content []byte, sections []Section) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := Parse(content)
+	p := parse(content, false)
 	var out bytes.Buffer
 	out.Grow(len(content) + len(block))
 	at := p.insertAt
@@ -447,56 +501,94 @@ func renderBlock(sections []Section) ([]byte, error) {
 		return sorted[i].UID < sorted[j].UID
 	})
 
+	// An entry is one key line: its key and the grants it is attributed
+	// to (owners, when the line is shared; first alone otherwise).
 	type entry struct {
-		key    Key
+		key    *Key
+		first  string
 		owners []string
 	}
 	type sub struct {
-		header  string
-		entries []*entry
+		owner, uid string
+		entries    []int
 	}
-	var subs []sub
-	byID := map[[3]string]*entry{}
+	var (
+		subs    []sub
+		entries []entry
+		size    = len(BeginMarker) + len(EndMarker) + 2
+	)
+	byID := map[[3]string]int{}
 	for _, s := range sorted {
-		cur := sub{header: HeaderPrefix + s.Owner + " uid=" + s.UID}
-		for _, k := range s.Keys {
+		cur := sub{owner: s.Owner, uid: s.UID}
+		for i := range s.Keys {
+			k := &s.Keys[i]
 			id := [3]string{k.Options, k.Type, k.Base64}
-			if e, ok := byID[id]; ok {
-				if e.owners[len(e.owners)-1] != s.Owner && !contains(e.owners, s.Owner) {
+			if at, ok := byID[id]; ok {
+				e := &entries[at]
+				if e.owners == nil && e.first != s.Owner {
+					e.owners = []string{e.first}
+				}
+				if e.owners != nil && e.owners[len(e.owners)-1] != s.Owner && !contains(e.owners, s.Owner) {
 					e.owners = append(e.owners, s.Owner)
+					size += len(s.Owner) + 1
 				}
 				continue
 			}
-			e := &entry{key: k, owners: []string{s.Owner}}
-			byID[id] = e
-			cur.entries = append(cur.entries, e)
+			byID[id] = len(entries)
+			cur.entries = append(cur.entries, len(entries))
+			entries = append(entries, entry{key: k, first: s.Owner})
+			size += len(k.Options) + len(k.Type) + len(k.Base64) + len(k.Comment) + len(AttributionPrefix) + len(s.Owner) + 4
 		}
 		// A grant whose every key is shared still gets its header, so the
 		// file says which grants it holds.
 		if len(s.Keys) > 0 {
 			subs = append(subs, cur)
+			size += len(HeaderPrefix) + len(s.Owner) + len(" uid=") + len(s.UID) + 1
 		}
 	}
 	if len(subs) == 0 {
 		return nil, nil
 	}
 	var b bytes.Buffer
-	b.WriteString(BeginMarker + "\n")
+	b.Grow(size)
+	b.WriteString(BeginMarker)
+	b.WriteByte('\n')
 	for _, s := range subs {
-		b.WriteString(s.header + "\n")
-		for _, e := range s.entries {
-			sort.Strings(e.owners)
+		b.WriteString(HeaderPrefix)
+		b.WriteString(s.owner)
+		b.WriteString(" uid=")
+		b.WriteString(s.uid)
+		b.WriteByte('\n')
+		for _, at := range s.entries {
+			e := &entries[at]
 			if e.key.Options != "" {
-				b.WriteString(e.key.Options + " ")
+				b.WriteString(e.key.Options)
+				b.WriteByte(' ')
 			}
-			b.WriteString(e.key.Type + " " + e.key.Base64 + " ")
+			b.WriteString(e.key.Type)
+			b.WriteByte(' ')
+			b.WriteString(e.key.Base64)
+			b.WriteByte(' ')
 			if e.key.Comment != "" {
-				b.WriteString(e.key.Comment + " ")
+				b.WriteString(e.key.Comment)
+				b.WriteByte(' ')
 			}
-			b.WriteString(AttributionPrefix + strings.Join(e.owners, ",") + "\n")
+			b.WriteString(AttributionPrefix)
+			if e.owners == nil {
+				b.WriteString(e.first)
+			}
+			sort.Strings(e.owners)
+			for i, o := range e.owners {
+				if i > 0 {
+					b.WriteByte(',')
+				}
+				b.WriteString(o)
+			}
+			b.WriteByte('\n')
 		}
 	}
-	b.WriteString(EndMarker + "\n")
+	b.WriteString(EndMarker)
+	b.WriteByte('\n')
 	return b.Bytes(), nil
 }
 

@@ -2,7 +2,10 @@ package authorizedkeys
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 )
@@ -209,6 +212,62 @@ func FuzzRender(f *testing.F) {
 			t.Fatalf("a file without any operator line changed:\n%q\n%q", content, out)
 		}
 	})
+}
+
+// lastField splits as strings.Fields does, for ASCII and other text: the
+// last field and whether two fields stand before it.
+func TestLastFieldSplitsAsFields(t *testing.T) {
+	parts := []string{"", " ", "\t", "\r", "\v", "\f", "\u00a0", "\u2003", "a", "nodeaccess=x", "é", "ssh-ed25519", "  "}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 20000 {
+		var b strings.Builder
+		for range rng.IntN(8) {
+			b.WriteString(parts[rng.IntN(len(parts))])
+		}
+		s := b.String()
+		f := strings.Fields(s)
+		wantLast, wantBefore := "", 0
+		if len(f) > 0 {
+			wantLast, wantBefore = f[len(f)-1], min(len(f)-1, 2)
+		}
+		if last, before := lastField(s); last != wantLast || before != wantBefore {
+			t.Fatalf("lastField(%q) = %q, %d; strings.Fields gives %q, %d", s, last, before, wantLast, wantBefore)
+		}
+	}
+}
+
+// BenchmarkRenderManagedBlock is an agent's pass on a node that many
+// grants select: a few lines of the user's and a block of 200 keys of 100
+// grants, rendered again with one grant's key changed.
+func BenchmarkRenderManagedBlock(b *testing.B) {
+	sections := make([]Section, 100)
+	for i := range sections {
+		k1, k2 := key(distinctBlob(2*i), fmt.Sprintf("alice@laptop-%d", i)), key(distinctBlob(2*i+1), fmt.Sprintf("bob@laptop-%d", i))
+		k1.Options = `from="10.0.0.0/8",no-agent-forwarding,expiry-time="20271201000000Z"`
+		sections[i] = sec(fmt.Sprintf("team-%03d", i), fmt.Sprintf("0b5e4c2a-6f1d-4e7b-9c3a-%012d", i), k1, k2)
+	}
+	current, err := Render([]byte("# mine\n"+user1+"\n"), sections)
+	if err != nil {
+		b.Fatal(err)
+	}
+	sections[50].Keys[0].Comment = "alice@desktop"
+	if held := Parse(current).Holdings(); len(held) != len(sections) || held[Owner{Name: "team-050", UID: sections[50].UID}] != 2 {
+		b.Fatalf("the rendered file holds %v", held)
+	}
+	b.SetBytes(int64(len(current)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Render(current, sections); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// distinctBlob is an ed25519 key's base64 of its own for each n.
+func distinctBlob(n int) string {
+	raw := append([]byte("\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20"), make([]byte, 32)...)
+	binary.BigEndian.PutUint64(raw[len(raw)-8:], uint64(n))
+	return base64.StdEncoding.EncodeToString(raw)
 }
 
 func BenchmarkRenderLargeFile(b *testing.B) {
