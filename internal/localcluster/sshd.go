@@ -33,6 +33,13 @@ const (
 	journaldConf = "/etc/systemd/journald.conf"
 	// journalDir is journald's runtime directory: its sockets.
 	journalDir = "/run/systemd/journal"
+	// dgramQueue is the queue of datagrams a local socket holds before
+	// a sender blocks or, sending without waiting as journald forwards
+	// to rsyslogd, loses the message. A network namespace starts with the
+	// kernel's 10; systemd raises it to 512 at boot, before any socket
+	// is made, and so do the namespaces before the node's syslog starts.
+	dgramQueue     = 512
+	dgramQueueFile = "/proc/sys/net/unix/max_dgram_qlen"
 	// AuthLog is where the node's sshd logs, through rsyslog, in the
 	// namespaces' /var/log.
 	AuthLog = "/var/log/auth.log"
@@ -88,6 +95,10 @@ func StartSSHD(ctx context.Context, opts SSHDOptions) (_ *SSHD, err error) {
 		}
 	}
 	if err := checkPrivsepUser(); err != nil {
+		return nil, err
+	}
+	// Each socket takes the value when it is made: first, then.
+	if err := raiseDatagramQueue(); err != nil {
 		return nil, err
 	}
 	s := &SSHD{opts: opts, knownHosts: filepath.Join(opts.Dir, "known_hosts")}
@@ -241,6 +252,24 @@ func (s *SSHD) startJournald(ctx context.Context) error {
 	// As systemd's systemd-journald-dev-log.socket makes it.
 	if err := os.Symlink(journalDir+"/dev-log", "/dev/log"); err != nil {
 		return fmt.Errorf("linking /dev/log to journald: %w", err)
+	}
+	return nil
+}
+
+// raiseDatagramQueue raises the network namespace's datagram queue of
+// local sockets to dgramQueue. With the kernel's 10 a burst of sshd's
+// lines while rsyslogd is busy overflows the queue journald forwards to,
+// and journald drops the rest: a login sshd logged never reaches auth.log.
+func raiseDatagramQueue() error {
+	data, err := os.ReadFile(dgramQueueFile)
+	if err != nil {
+		return err
+	}
+	if n, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && n >= dgramQueue {
+		return nil
+	}
+	if err := os.WriteFile(dgramQueueFile, []byte(strconv.Itoa(dgramQueue)+"\n"), 0o644); err != nil {
+		return fmt.Errorf("raising the namespaces' datagram queue: %w", err)
 	}
 	return nil
 }

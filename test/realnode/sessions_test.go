@@ -234,7 +234,7 @@ func TestLoginsAreTrackedAndRevokedSessionsEndOnTheRealNode(t *testing.T) {
 		after := openSession(t, alice.Name, aliceKey)
 		defer after.close()
 		for s, file := range map[*session]string{before: localcluster.AuthLog + ".1", between: localcluster.AuthLog + ".1", after: localcluster.AuthLog} {
-			if !slices.ContainsFunc(acceptedIn(t, file), func(l sshdlog.Login) bool { return l.Port == s.port }) {
+			if !slices.ContainsFunc(acceptedIn(t, file), func(l sshdlog.Login) bool { return l.Port == s.port && l.PID == s.pid }) {
 				t.Fatalf("%s's login from port %d is not in %s", s.user, s.port, file)
 			}
 		}
@@ -279,7 +279,7 @@ func TestLoginsAreTrackedAndRevokedSessionsEndOnTheRealNode(t *testing.T) {
 			t.Fatalf("alice's session still open %s after the delete", endWithin)
 		}
 		waitNodeLogin(t, "the report says alice's session was ended", func(l nav1.NodeLogin) bool {
-			return l.Port == int32(a.port) && l.User == alice.Name && l.Trusted && l.EndedAt != nil
+			return a.names(l) && l.User == alice.Name && l.Trusted && l.EndedAt != nil
 		})
 		remove(t, "rn-ann")
 		if !b.running() {
@@ -311,17 +311,30 @@ type session struct {
 	out   bytes.Buffer
 	ended chan struct{}
 	err   error
-	// pid and port are what sshd's login line names: its session monitor
-	// and the client's source port.
+	// pid, port and at are what sshd's login line names: its session
+	// monitor, the client's source port and the time.
 	pid, port int
+	at        time.Time
+}
+
+// names says whether the report's login is this session's: its port and
+// time (to the second, as the report keeps it), since a port can be an
+// earlier session's too.
+func (s *session) names(l nav1.NodeLogin) bool {
+	return l.Port == int32(s.port) && l.Time.Unix() == s.at.Unix()
 }
 
 // openSession starts the session and waits until sshd logged its login.
 func openSession(t *testing.T, user, identity string) *session {
 	t.Helper()
-	known := map[int]bool{}
+	// A login is new when its sshd process and client port were in no
+	// line before: the client's port alone can be one an earlier session
+	// of the suite had (the kernel may reuse a local port), and each
+	// connection has an sshd process of its own.
+	type sessionID struct{ pid, port int }
+	known, ports := map[sessionID]bool{}, map[int]bool{}
 	for _, l := range accepted(t) {
-		known[l.Port] = true
+		known[sessionID{l.PID, l.Port}], ports[l.Port] = true, true
 	}
 	s := &session{user: user, ended: make(chan struct{})}
 	s.cmd = exec.Command("ssh", "-F", sshConfig, "-tt", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=5",
@@ -332,19 +345,60 @@ func openSession(t *testing.T, user, identity string) *session {
 	}
 	go func() { s.err = s.cmd.Wait(); close(s.ended) }()
 	t.Cleanup(s.close)
+	defer func() {
+		if t.Failed() {
+			logSSHDState(t, s)
+		}
+	}()
 	testenv.Eventually(t, timeout, user+"'s login in auth.log", func() error {
 		if !s.running() {
 			t.Fatalf("%s's ssh ended: %v: %s", user, s.err, s.out.String())
 		}
 		for _, l := range accepted(t) {
-			if l.User == user && l.From == node.IP() && !known[l.Port] {
-				s.pid, s.port = l.PID, l.Port
+			if l.User == user && l.From == node.IP() && !known[sessionID{l.PID, l.Port}] {
+				s.pid, s.port, s.at = l.PID, l.Port, l.Time
+				if ports[l.Port] {
+					t.Logf("%s's client port %d was an earlier session's too", user, l.Port)
+				}
 				return nil
 			}
 		}
 		return fmt.Errorf("no new login of %s", user)
 	})
 	return s
+}
+
+// logSSHDState logs what tells why a session's login is not in auth.log:
+// the client's output, the ends of auth.log, of the journal's sshd entries
+// and of journald's and rsyslogd's own logs, and the node's sshd processes.
+func logSSHDState(t *testing.T, s *session) {
+	t.Helper()
+	t.Logf("ssh %s: running %v, output %q", s.user, s.running(), s.out.String())
+	for _, l := range accepted(t) {
+		if l.User == s.user {
+			t.Logf("%s's login in the files: sshd %d, port %d, at %s", l.User, l.PID, l.Port, l.Time.Format(time.RFC3339Nano))
+		}
+	}
+	tail := func(file string, n int) string {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return err.Error()
+		}
+		lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+		return strings.Join(lines[max(0, len(lines)-n):], "\n")
+	}
+	for _, f := range []string{localcluster.AuthLog, localcluster.AuthLog + ".1", filepath.Join(workDir, "sshd", "journald.log"), filepath.Join(workDir, "sshd", "rsyslogd.log"), filepath.Join(workDir, "sshd", "sshd.log")} {
+		t.Logf("the end of %s:\n%s", f, tail(f, 25))
+	}
+	if entries, err := journal(); err != nil {
+		t.Log(err)
+	} else {
+		for _, e := range entries[max(0, len(entries)-25):] {
+			t.Logf("journal: _PID %s _COMM %s: %s", e["_PID"], e["_COMM"], e["MESSAGE"])
+		}
+	}
+	out, _ := exec.Command("ps", "-eo", "pid,ppid,stat,wchan:24,args").CombinedOutput()
+	t.Logf("processes:\n%s", out)
 }
 
 func (s *session) running() bool {
@@ -365,7 +419,7 @@ func (s *session) close() {
 // is matches the report's login of this session.
 func (s *session) is(user, nodeAccess, comment, fp string, trusted bool) func(nav1.NodeLogin) bool {
 	return func(l nav1.NodeLogin) bool {
-		return l.Port == int32(s.port) && l.User == user && l.NodeAccess == nodeAccess && l.Comment == comment &&
+		return s.names(l) && l.User == user && l.NodeAccess == nodeAccess && l.Comment == comment &&
 			l.Fingerprint == fp && l.From == node.IP() && l.Trusted == trusted
 	}
 }
