@@ -55,7 +55,7 @@ func run(args []string) error {
 	fs.BoolVar(&cfg.AllowRoot, "allow-root-user", false, "Write keys for accounts with uid 0 (root, and other names for it) and in /root; without it their keys are only removed.")
 	fs.DurationVar(&cfg.Resync, "resync", time.Minute, "Longest time between two full applies, even when nothing is seen to change.")
 	fs.DurationVar(&cfg.Heartbeat, "heartbeat", 10*time.Minute, "Longest time between two writes of the node's report.")
-	fs.DurationVar(&cfg.ReportDelay, "report-delay", agent.DefaultReportDelay, "How long after a change the node's report is written, plus up to as much again at random (files are always written at once).")
+	fs.DurationVar(&cfg.ReportDelay, "report-delay", agent.DefaultReportDelay, "How long after a change the node's report is written, plus up to as much again at random, or up to the manager's published report interval when that is longer than --report-interval (files are always written at once).")
 	fs.DurationVar(&cfg.ReportInterval, "report-interval", agent.DefaultReportInterval, "Shortest time between two writes of a changed report: changes within it make one write at its end (files are always written at once).")
 	fs.StringVar(&sshdHost, "sshd-host", os.Getenv("HOST_IP"), "Host of the node's sshd, whose version and host keys the agent reports (default: $HOST_IP, the node's IP; empty: not probed).")
 	fs.IntVar(&sshdPort, "sshd-port", 22, "Port of the node's sshd (0: not probed).")

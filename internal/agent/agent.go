@@ -70,7 +70,9 @@ type Config struct {
 	// Heartbeat is the longest time between two report writes.
 	Heartbeat time.Duration
 	// ReportDelay is how long after a change its report is written, plus up
-	// to as much again at random; zero writes at once. The first report of
+	// to as much again at random (or, on a cluster whose published report
+	// interval is longer than ReportInterval, up to that interval: see
+	// Agent.reportSpread); zero writes at once. The first report of
 	// a process and heartbeats are never delayed.
 	ReportDelay time.Duration
 	// ReportInterval is the shortest time between two writes of a changed

@@ -225,10 +225,11 @@ func activeFailure(g desiredstate.Grant, plan desiredstate.Plan, results map[str
 
 // writeReport writes the node's report when its content changed or the
 // heartbeat is due, and never otherwise. A changed report is written
-// ReportDelay after the change, plus up to as much again at random: the
-// files come first, one grant reaching many nodes does not make them all
-// write at the same instant, and changes within the window make one write;
-// and no sooner than the report interval after the last write.
+// ReportDelay after the change, plus a random part of the spread
+// (reportSpread): the files come first, one grant reaching many nodes does
+// not make them all write at the same instant, and changes within the
+// window make one write; and no sooner than the report interval after the
+// last write.
 // It returns how long until a delayed write is due (0 when none is pending).
 func (a *Agent) writeReport(ctx context.Context, node *corev1.Node, st nav1.NodeAccessReportStatus, now time.Time) (time.Duration, error) {
 	prev := a.report
@@ -250,7 +251,7 @@ func (a *Agent) writeReport(ctx context.Context, node *corev1.Node, st nav1.Node
 			if a.reportDue.IsZero() {
 				due := now
 				if a.cfg.ReportDelay > 0 {
-					due = now.Add(a.cfg.ReportDelay + rand.N(a.cfg.ReportDelay))
+					due = now.Add(a.cfg.ReportDelay + rand.N(a.reportSpread()))
 				}
 				if next := a.reportWritten.Add(interval); next.After(due) {
 					due = next
@@ -305,6 +306,23 @@ func (a *Agent) reportInterval() time.Duration {
 		d = max(d, min(published, a.cfg.Heartbeat/2))
 	}
 	return d
+}
+
+// reportSpread is the window over which the first report after a change
+// is spread at random: ReportDelay, or, when the manager published a
+// report interval longer than the agent's own (a cluster of more nodes
+// than its report budget serves at the agent's interval), that interval
+// (reportInterval). A grant reaching every node of a large cluster then
+// makes the nodes write their reports within the manager's budget, not at
+// once: 1,000 nodes writing within a second held the API server, and the
+// next change's rendered grant, for seconds. The report lags the file by
+// at most ReportDelay plus the spread.
+func (a *Agent) reportSpread() time.Duration {
+	spread := a.cfg.ReportDelay
+	if published, ok := a.src.reportInterval(); ok && published > a.cfg.ReportInterval {
+		spread = max(spread, a.reportInterval())
+	}
+	return spread
 }
 
 // sameContent compares two reports without their times.

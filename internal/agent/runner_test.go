@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
 	"github.com/nodeaccess/nodeaccess-operator/internal/agent"
 	"github.com/nodeaccess/nodeaccess-operator/internal/nodefilter"
+	"github.com/nodeaccess/nodeaccess-operator/internal/testenv"
 )
 
 // runAgent runs a Runner for node with the given report delay and probe
@@ -189,6 +191,80 @@ func TestAPublishedIntervalIsCappedByTheHeartbeat(t *testing.T) {
 		t.Fatalf("%d report writes for 10 changes over 3 s with a 4s heartbeat (interval capped at 2s), want at least 2", len(writes))
 	}
 	spacedBy(t, writes, 2*time.Second)
+}
+
+// TestReportsAreSpreadOverALongerPublishedInterval: where the manager
+// published a report interval longer than the agents' own (a cluster
+// larger than its report budget serves at the agents' interval), one
+// grant reaching every node has each node write its file at once and its
+// report at a random point of the published interval, not all within the
+// report delay: the nodes' report writes stay within the manager's budget
+// even for one change that concerns them all.
+func TestReportsAreSpreadOverALongerPublishedInterval(t *testing.T) {
+	const (
+		nodes     = 6
+		published = 4 * time.Second
+		delay     = 100 * time.Millisecond
+	)
+	ctx := context.Background()
+	publishReportInterval(t, published.String())
+	pool := map[string]string{"pool": "spread"}
+	hosts := make([]*testenv.Host, nodes)
+	names := make([]string, nodes)
+	for i := range nodes {
+		names[i], hosts[i] = fmt.Sprintf("node-spread-%d", i), newHost(t)
+		createNode(t, names[i], pool)
+		runAgentWith(t, agent.Config{
+			NodeName: names[i], Namespace: namespace, HostRoot: hosts[i].Root,
+			Resync: time.Minute, Heartbeat: 10 * time.Minute, ReportDelay: delay, ReportInterval: time.Second,
+		}, "0")
+	}
+	// Each agent's first report, written at once; the next may follow no
+	// sooner than the published interval after it.
+	var firstReports time.Time
+	for _, n := range names {
+		eventually(t, 30*time.Second, n+"'s first report", func() error {
+			return k8sClient.Get(ctx, client.ObjectKey{Name: n}, &nav1.NodeAccessReport{})
+		})
+		firstReports = time.Now()
+	}
+	time.Sleep(time.Until(firstReports.Add(published))) // past the interval after the first reports: a known time, not a wait for a result
+
+	g := grant("team-spread", pool, nav1.RenderedUser{Name: "alice", Keys: []nav1.RenderedKey{key(aliceData, "alice")}})
+	t.Cleanup(func() { remove(t, g.Name) })
+	applied := time.Now()
+	apply(t, g)
+	for i := range hosts {
+		eventually(t, 10*time.Second, names[i]+"'s file holds the grant", holdsExactly(hosts[i], aliceData))
+	}
+	filesAfter := time.Since(applied)
+	reported := map[string]time.Duration{}
+	eventually(t, 2*published+5*time.Second, "every node's report listing the grant", func() error {
+		for _, n := range names {
+			if _, ok := reported[n]; !ok && reportHas(ctx, n, g)() == nil {
+				reported[n] = time.Since(applied)
+			}
+		}
+		if len(reported) < nodes {
+			return fmt.Errorf("%d of %d reports list the grant", len(reported), nodes)
+		}
+		return nil
+	})
+	first, last := time.Duration(math.MaxInt64), time.Duration(0)
+	for _, d := range reported {
+		first, last = min(first, d), max(last, d)
+	}
+	t.Logf("files after %s; reports from %s to %s after the grant", filesAfter.Round(time.Millisecond), first.Round(time.Millisecond), last.Round(time.Millisecond))
+	if filesAfter > 2*time.Second {
+		t.Errorf("the files took %s: they must not wait for the reports", filesAfter)
+	}
+	if last > delay+published+2*time.Second {
+		t.Errorf("the last report came %s after the grant, past the report delay and the published interval (%s)", last, delay+published)
+	}
+	// Six draws over 4 s all within 0.5 s of one another: about 2 in 10,000.
+	if last-first < published/8 {
+		t.Errorf("the reports came within %s of one another: not spread over the published %s", last-first, published)
+	}
 }
 
 // publishReportInterval publishes a report interval as the manager does,
