@@ -194,11 +194,16 @@ func (b *bench) startProcAgent(name, root string) (*localcluster.Process, error)
 		"--sshd-logs="+sshdLog, "--end-sessions-on-revoke")
 }
 
+// reportWait bounds the wait for a report to show what an agent found:
+// the manager's report pacing can hold a node's next report for its
+// interval (100 s at 1,000 nodes and 10 writes a second).
+const reportWait = 5 * time.Minute
+
 // login waits until a process agent's report shows its sshd's host key
 // and its sshd log open, appends a login line for each user with key to
 // the log, and waits until the report shows them.
 func (b *bench) login(ctx context.Context, node string, users []string, k sshKey) error {
-	if err := waitFor(time.Minute, node+" reporting its sshd's host key and its sshd log", func() error {
+	if err := waitFor(reportWait, node+" reporting its sshd's host key and its sshd log", func() error {
 		return b.featuresReported(ctx, node, 0)
 	}); err != nil {
 		return err
@@ -208,7 +213,7 @@ func (b *bench) login(ctx context.Context, node string, users []string, k sshKey
 			return err
 		}
 	}
-	return waitFor(time.Minute, node+" reporting the logins", func() error {
+	return waitFor(reportWait, node+" reporting the logins", func() error {
 		return b.featuresReported(ctx, node, len(users))
 	})
 }
