@@ -142,7 +142,7 @@ func run() error {
 	flag.DurationVar(&opts.reportStaleAfter, "report-stale-after", controllers.DefaultReportStaleAfter,
 		"A node report whose heartbeat is older counts in nodeaccess_nodes_without_report (agents renew it every 10 minutes).")
 	flag.Float64Var(&opts.reportWrites, "report-writes-per-second", controllers.DefaultReportWritesPerSecond,
-		"Budget of the nodes' report writes under sustained churn: the manager asks every agent to write a changed report at most once per nodes/budget seconds, in 5 s steps, at most 2 minutes (a single change is still reported at once). 0: agents keep their own --report-interval.")
+		"Budget of the nodes' report writes under sustained churn: the manager asks every agent to write a changed report at most once per nodes/budget seconds, in 5 s steps, at most 2 minutes; an interval longer than 5 s also spreads the nodes' first reports after a change over it. 0: agents keep their own --report-interval.")
 	// With OLM, a Subscription's spec.config sets environment variables, not arguments.
 	flag.BoolVar(&opts.monitoring, "install-monitoring", true,
 		"Install the alerts (PrometheusRule) and the ServiceMonitor in the operator's namespace while the Prometheus operator's CRDs are served.")

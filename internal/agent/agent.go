@@ -44,7 +44,8 @@ const FieldOwner = "nodeaccess-agent"
 var ErrPasswdReplaced = errors.New("the host's /etc/passwd was replaced; restarting to read the new one")
 
 // DefaultReportDelay is the agent binary's --report-delay: with its random
-// spread, reports follow a change within 0.5 to 1 s.
+// spread, reports follow a change within 0.5 to 1 s (on a cluster within
+// the manager's report budget; see Agent.reportSpread).
 const DefaultReportDelay = 500 * time.Millisecond
 
 // DefaultReportInterval is the agent binary's --report-interval: a node

@@ -17,6 +17,7 @@ import (
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
 	"github.com/nodeaccess/nodeaccess-operator/internal/authorizedkeys"
 	"github.com/nodeaccess/nodeaccess-operator/internal/desiredstate"
+	"github.com/nodeaccess/nodeaccess-operator/internal/nodefilter"
 	"github.com/nodeaccess/nodeaccess-operator/internal/nodewriter"
 )
 
@@ -310,16 +311,17 @@ func (a *Agent) reportInterval() time.Duration {
 
 // reportSpread is the window over which the first report after a change
 // is spread at random: ReportDelay, or, when the manager published a
-// report interval longer than the agent's own (a cluster of more nodes
-// than its report budget serves at the agent's interval), that interval
-// (reportInterval). A grant reaching every node of a large cluster then
-// makes the nodes write their reports within the manager's budget, not at
-// once: 1,000 nodes writing within a second held the API server, and the
-// next change's rendered grant, for seconds. The report lags the file by
-// at most ReportDelay plus the spread.
+// report interval longer than one nodefilter.ReportIntervalStep and than
+// the agent's own (a cluster of more nodes than its report budget serves
+// at the shortest step), that interval (reportInterval). A grant reaching
+// every node of a large cluster then makes the nodes write their reports
+// within the manager's budget, not at once: 1,000 nodes writing within a
+// second held the API server, and the next change's rendered grant, for
+// seconds. Such a report follows its change by at most ReportDelay plus
+// the spread (and the interval after the previous write, as always).
 func (a *Agent) reportSpread() time.Duration {
 	spread := a.cfg.ReportDelay
-	if published, ok := a.src.reportInterval(); ok && published > a.cfg.ReportInterval {
+	if published, ok := a.src.reportInterval(); ok && published > max(a.cfg.ReportInterval, nodefilter.ReportIntervalStep) {
 		spread = max(spread, a.reportInterval())
 	}
 	return spread

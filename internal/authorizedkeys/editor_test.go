@@ -236,8 +236,8 @@ func TestLastFieldSplitsAsFields(t *testing.T) {
 	}
 }
 
-// BenchmarkRenderManagedBlock is an agent's pass on a node that many
-// grants select: a few lines of the user's and a block of 200 keys of 100
+// BenchmarkRenderManagedBlock is Render as an agent's pass runs it on a
+// node that many grants select: a few lines of the user's and a block of 200 keys of 100
 // grants, rendered again with one grant's key changed.
 func BenchmarkRenderManagedBlock(b *testing.B) {
 	sections := make([]Section, 100)

@@ -13,8 +13,10 @@ import (
 // ConfigMap as the vocabulary, which every agent already watches: with N
 // nodes and a budget of B report writes per second, N/B, in whole
 // ReportIntervalSteps, at most MaxReportInterval. An agent uses the longer
-// of its own interval and the published one. A single change on a quiet
-// node is still reported at once: the interval only spaces a node's writes.
+// of its own interval and the published one; when the published one is
+// longer than one ReportIntervalStep (and than its own), it also spreads
+// its first report after a change over it, so one change reaching every
+// node does not make them all write at once.
 const (
 	// ReportIntervalField is the ConfigMap's data key of the published
 	// report interval, a Go duration ("20s").
