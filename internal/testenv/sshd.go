@@ -164,14 +164,36 @@ func EnsureRsyslog(t testing.TB) {
 }
 
 // ReopenLogs tells rsyslogd to reopen its files, as logrotate's
-// postrotate does after renaming them.
+// postrotate does after renaming them, and waits until rsyslogd has closed
+// every file of LogDir it had open: its next message creates a new file.
+// (rsyslogd opens a file again only when it next writes to it, so waiting
+// for the new file would wait for a message that may never come.)
 func (s *SSHD) ReopenLogs(t testing.TB) {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join(s.Dir, "rsyslogd.pid"))
 	check(t, err)
 	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
 	check(t, err)
+	logs := map[uint64]string{}
+	entries, err := os.ReadDir(s.LogDir)
+	check(t, err)
+	for _, e := range entries {
+		if fi, err := os.Stat(filepath.Join(s.LogDir, e.Name())); err == nil && fi.Mode().IsRegular() {
+			logs[fi.Sys().(*syscall.Stat_t).Ino] = e.Name()
+		}
+	}
 	check(t, syscall.Kill(pid, syscall.SIGHUP))
+	Eventually(t, 10*time.Second, "rsyslogd closed its files after the HUP", func() error {
+		fds, _ := filepath.Glob(filepath.Join("/proc", strconv.Itoa(pid), "fd", "*"))
+		for _, fd := range fds {
+			if fi, err := os.Stat(fd); err == nil && fi.Mode().IsRegular() {
+				if name, ok := logs[fi.Sys().(*syscall.Stat_t).Ino]; ok {
+					return fmt.Errorf("rsyslogd still holds %s", name)
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // Syslog sends one message to sshd's syslog daemon, with the tag given
