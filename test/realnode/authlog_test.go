@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -36,21 +34,10 @@ func TestTheNodesSyslogKeepsABurstWhileRsyslogdIsBusy(t *testing.T) {
 	if rsyslogd == 0 {
 		t.Fatal("rsyslogd does not run")
 	}
-	if err := syscall.Kill(rsyslogd, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	resumed := false
-	resume := func() {
-		if !resumed {
-			resumed = true
-			if err := syscall.Kill(rsyslogd, syscall.SIGCONT); err != nil {
-				t.Error(err)
-			}
-		}
-	}
+	resume := freeze(t, rsyslogd)
 	defer resume()
 	testenv.Eventually(t, 10*time.Second, "rsyslogd stopped", func() error {
-		if state := processState(t, rsyslogd); state != "T" {
+		if state := procStat(t, rsyslogd)[0]; state != "T" {
 			return fmt.Errorf("rsyslogd's state %s", state)
 		}
 		return nil
@@ -89,19 +76,4 @@ func burstLinesIn(t *testing.T, tag string) int {
 		t.Fatal(err)
 	}
 	return strings.Count(string(data), " "+tag+": line ")
-}
-
-// processState is the state letter in /proc/PID/stat (R, S, T, ...).
-func processState(t *testing.T, pid int) string {
-	t.Helper()
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 || i+3 > len(s) {
-		t.Fatalf("/proc/%d/stat: %q", pid, s)
-	}
-	return s[i+2 : i+3]
 }

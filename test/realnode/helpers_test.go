@@ -9,7 +9,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -472,4 +475,37 @@ func poll(ctx context.Context, within time.Duration, what string, cond func() er
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// freeze stops the process (SIGSTOP) and returns what resumes it, once
+// however often it is called (a deferred call and an explicit one).
+func freeze(t *testing.T, pid int) (resume func()) {
+	t.Helper()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+// procStat is the fields of /proc/PID/stat after the command's name: the
+// state letter first (R, S, T, ...), the start time at index 19.
+func procStat(t *testing.T, pid int) []string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.LastIndexByte(data, ')')
+	fields := strings.Fields(string(data[i+1:]))
+	if i < 0 || len(fields) < 20 {
+		t.Fatalf("/proc/%d/stat: %q", pid, data)
+	}
+	return fields
 }

@@ -200,18 +200,7 @@ func TestLoginsAreTrackedAndRevokedSessionsEndOnTheRealNode(t *testing.T) {
 		// logrotate's rotation with the agent frozen throughout: a login
 		// before the rename, one after it (rsyslog writes on into the
 		// renamed file until it is told to reopen), one into the new file.
-		if err := syscall.Kill(agentPID, syscall.SIGSTOP); err != nil {
-			t.Fatal(err)
-		}
-		thawed := false
-		thaw := func() {
-			if !thawed {
-				thawed = true
-				if err := syscall.Kill(agentPID, syscall.SIGCONT); err != nil {
-					t.Error(err)
-				}
-			}
-		}
+		thaw := freeze(t, agentPID)
 		defer thaw()
 		before := openSession(t, alice.Name, aliceKey)
 		defer before.close()
@@ -533,16 +522,4 @@ func nsOf(t *testing.T, pid int, kind string) string {
 
 // startTime is the process's start time, in clock ticks since boot
 // (/proc/PID/stat), which tells a process from a later one with its PID.
-func startTime(t *testing.T, pid int) string {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	i := bytes.LastIndexByte(data, ')')
-	fields := strings.Fields(string(data[i+1:]))
-	if len(fields) < 20 {
-		t.Fatalf("short /proc/%d/stat", pid)
-	}
-	return fields[19]
-}
+func startTime(t *testing.T, pid int) string { return procStat(t, pid)[19] }
