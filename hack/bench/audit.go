@@ -21,6 +21,21 @@ type requestCounts struct {
 	// manager's part of a change, before delivery to the agents. Zero when
 	// there was none.
 	renderedWrittenAt time.Time
+	// renderedWrites is, per rendered grant's name, when each of the
+	// manager's writes of it completed, in the log's order.
+	renderedWrites map[string][]time.Time
+}
+
+// renderedAfter is when the manager's first write of the rendered grant
+// name completed after t; zero when none did in the window.
+func (c requestCounts) renderedAfter(name string, t time.Time) time.Time {
+	var first time.Time
+	for _, at := range c.renderedWrites[name] {
+		if at.After(t) && (first.IsZero() || at.Before(first)) {
+			first = at
+		}
+	}
+	return first
 }
 
 func (c requestCounts) agentRequestsOf(prefix string) int { return c.agentsByPrefix[prefix] }
@@ -32,6 +47,7 @@ type auditEvent struct {
 	ObjectRef *struct {
 		Resource    string `json:"resource"`
 		Subresource string `json:"subresource"`
+		Name        string `json:"name"`
 	} `json:"objectRef"`
 	RequestReceivedTimestamp metav1.MicroTime `json:"requestReceivedTimestamp"`
 	StageTimestamp           metav1.MicroTime `json:"stageTimestamp"`
@@ -42,7 +58,7 @@ type auditEvent struct {
 // when the manager's first write of a rendered grant completed. Watches
 // are left out: they are long-lived, opened once, and logged when they end.
 func countRequests(path string, from, to time.Time) (requestCounts, error) {
-	c := requestCounts{byKey: map[string]int{}, agentsByPrefix: map[string]int{}}
+	c := requestCounts{byKey: map[string]int{}, agentsByPrefix: map[string]int{}, renderedWrites: map[string][]time.Time{}}
 	f, err := os.Open(path)
 	if err != nil {
 		return c, err
@@ -83,9 +99,11 @@ func countRequests(path string, from, to time.Time) (requestCounts, error) {
 				c.managerWrites++
 			}
 			if write && resource == "renderednodeaccesses" {
-				if done := ev.StageTimestamp.Time; c.renderedWrittenAt.IsZero() || done.Before(c.renderedWrittenAt) {
+				done := ev.StageTimestamp.Time
+				if c.renderedWrittenAt.IsZero() || done.Before(c.renderedWrittenAt) {
 					c.renderedWrittenAt = done
 				}
+				c.renderedWrites[ev.ObjectRef.Name] = append(c.renderedWrites[ev.ObjectRef.Name], done)
 			}
 		case "agent":
 			c.agentRequests++

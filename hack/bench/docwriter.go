@@ -74,6 +74,17 @@ func writeDoc(o options, results []Result) error {
 			fmt.Fprintf(&t, "- %d nodes: p50 %.0f ms, p99 %.0f ms; %d of %d changes never seen in sync.\n", r.Nodes, r.ReportLagP50ms, r.ReportLagP99ms, r.ReportLagMissing, r.Changes)
 		}
 	}
+	t.WriteString("\nChurn, where each change's time goes (p50 / p99 over the changes: from its schedule to its API call, the call, from the call to the manager's write of the rendered grant completing, from that write to the last node's file):\n\n")
+	for _, r := range results {
+		if c := r.Churn; c != nil {
+			fmt.Fprintf(&t, "- %d nodes: issued %.0f / %.0f ms late, the call %.0f / %.0f ms, the manager %.0f / %.0f ms, the delivery %.0f / %.0f ms",
+				r.Nodes, c.IssueP50ms, c.IssueP99ms, c.CallP50ms, c.CallP99ms, c.ManagerP50ms, c.ManagerP99ms, c.DeliveryP50ms, c.DeliveryP99ms)
+			if c.Unmatched > 0 {
+				fmt.Fprintf(&t, " (%d changes had no rendered write of their own)", c.Unmatched)
+			}
+			t.WriteString(".\n")
+		}
+	}
 	for _, r := range results {
 		if br := r.Bounds; br != nil {
 			fmt.Fprintf(&t, "\nBounds, %d nodes (one more node, its agent a process with every feature): the manager admitted %d NodeAccess and refused %d (ClusterLimitExceeded); "+

@@ -136,6 +136,10 @@ type Result struct {
 	P95ms   float64 `json:"p95_ms"`
 	P99ms   float64 `json:"p99_ms"`
 	MaxMs   float64 `json:"max_ms"`
+	// TrackerDelay is how long after a file was put in place the tracker
+	// read it (p50, p99 over the samples): left out of the latencies.
+	TrackerDelayP50ms float64 `json:"tracker_delay_p50_ms"`
+	TrackerDelayP99ms float64 `json:"tracker_delay_p99_ms"`
 	// RenderedMs is, for a single change, the time from the API call to the
 	// manager's write of the rendered grant completing (from the audit log):
 	// the manager's part; the rest of each latency is the delivery to the
@@ -151,6 +155,8 @@ type Result struct {
 	ReportLagP50ms   float64 `json:"report_lag_p50_ms,omitempty"`
 	ReportLagP99ms   float64 `json:"report_lag_p99_ms,omitempty"`
 	ReportLagMissing int     `json:"report_lag_missing,omitempty"`
+	// Churn is where the churn's latency goes (churn only).
+	Churn *ChurnSplit `json:"churn_split,omitempty"`
 	// ConcernedNodes is, per change, how many in-process agents' nodes it
 	// concerns (on average over the changes).
 	ConcernedNodes float64 `json:"concerned_nodes,omitempty"`
@@ -324,7 +330,7 @@ func runNodes(o options, n int, withBaseline bool) ([]Result, error) {
 		results[len(results)-1].Nodes = o.baselineNodes
 	}
 	if o := b.tracker.overflowCount(); o > 0 {
-		fmt.Printf("    the file tracker's inotify queue overflowed %d times; the nodes pending then were read again (their times are upper bounds)\n", o)
+		fmt.Printf("    the file tracker's inotify queue overflowed %d times; the nodes pending then were read again (a file rewritten since by a later change gives an upper bound)\n", o)
 	}
 	return results, nil
 }
@@ -349,9 +355,14 @@ func (r Result) summary() string {
 		"agent KiB/change %.1f (%.0f bytes per concerned node)  manager RSS %.0f MiB  agent RSS %.0f MiB  bench RSS %.0f MiB",
 		r.Scenario, r.P50ms, r.P95ms, r.P99ms, r.FloorRatio, r.MaxMs, r.ManagerWrites, r.AgentRequests, r.BytesPerChange/1024, r.BytesPerConcernedNode,
 		r.ManagerRSSMiB, r.AgentRSSMiB, r.BenchRSSMiB)
+	s += fmt.Sprintf("\n             the tracker read the files p50 %.0f ms, p99 %.0f ms after they were put in place (not counted)", r.TrackerDelayP50ms, r.TrackerDelayP99ms)
 	if r.Scenario == "churn" {
 		s += fmt.Sprintf("\n             %d of %d changes issued late; status lag behind the files p50 %.0f ms  p99 %.0f ms (%d never in sync)",
 			r.Late, r.Changes, r.ReportLagP50ms, r.ReportLagP99ms, r.ReportLagMissing)
+		if c := r.Churn; c != nil {
+			s += fmt.Sprintf("\n             per change p50/p99: issued %.0f/%.0f ms late, the call %.0f/%.0f ms, the manager %.0f/%.0f ms, the delivery %.0f/%.0f ms",
+				c.IssueP50ms, c.IssueP99ms, c.CallP50ms, c.CallP99ms, c.ManagerP50ms, c.ManagerP99ms, c.DeliveryP50ms, c.DeliveryP99ms)
+		}
 	}
 	return s
 }

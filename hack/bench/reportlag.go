@@ -39,7 +39,9 @@ type syncedAt struct {
 type statusChange struct {
 	name       string
 	generation int64
-	filesAt    time.Time
+	// sent and returned bound the change's API call.
+	sent, returned time.Time
+	filesAt        time.Time
 }
 
 func watchStatus(ctx context.Context, cfg *rest.Config) (*statusWatcher, error) {

@@ -99,13 +99,15 @@ func (b *bench) updateNA(ctx context.Context, name string, mutate func(*nav1.Nod
 }
 
 // patchNA applies a patch to the NodeAccess, which it fills in from the
-// answer, retrying transport errors a few times (the patch is the whole
-// key list, so sending it twice changes nothing).
+// answer, retrying transport errors and the API server's timeouts a few
+// times (the patch is the whole key list, so sending it twice changes
+// nothing).
 func (b *bench) patchNA(ctx context.Context, na *nav1.NodeAccess, patch []byte) error {
 	for failures := 0; ; failures++ {
 		err := b.k8s.Patch(ctx, na, client.RawPatch(types.MergePatchType, patch))
 		var status apierrors.APIStatus
-		if err == nil || errors.As(err, &status) || failures == 5 {
+		retry := !errors.As(err, &status) || apierrors.IsTimeout(err) || apierrors.IsServerTimeout(err) || apierrors.IsTooManyRequests(err)
+		if err == nil || !retry || failures == 5 {
 			return err
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -118,18 +120,27 @@ type mark struct {
 	bytes byteCount
 }
 
-func (b *bench) mark() mark { return mark{at: time.Now(), bytes: b.bytes.snapshot()} }
+func (b *bench) mark() mark {
+	b.tracker.ownDelays() // from here on
+	return mark{at: time.Now(), bytes: b.bytes.snapshot()}
+}
 
 // finish waits for the expected file changes, lets the requests that follow
 // them (reports, status writes) settle, and fills in latencies, request
 // counts and bytes for the changes made since m; concerned is the number of
 // (change, in-process node) pairs the changes concern.
 func (b *bench) finish(name string, m mark, concerned int, waits ...*wait) (Result, error) {
+	r, _, err := b.finishCounted(name, m, concerned, waits...)
+	return r, err
+}
+
+// finishCounted is finish, also returning the audit log's counts.
+func (b *bench) finishCounted(name string, m mark, concerned int, waits ...*wait) (Result, requestCounts, error) {
 	var samples []time.Duration
 	for _, w := range waits {
 		got, err := w.done(3 * time.Minute)
 		if err != nil {
-			return Result{}, fmt.Errorf("%s: %w", name, err)
+			return Result{}, requestCounts{}, fmt.Errorf("%s: %w", name, err)
 		}
 		samples = append(samples, got...)
 	}
@@ -137,6 +148,7 @@ func (b *bench) finish(name string, m mark, concerned int, waits ...*wait) (Resu
 	changes := len(waits)
 	r := Result{Scenario: name, Changes: changes, Samples: len(samples), ConcernedNodes: float64(concerned) / float64(changes)}
 	r.P50ms, r.P95ms, r.P99ms, r.MaxMs = percentiles(samples)
+	r.TrackerDelayP50ms, _, r.TrackerDelayP99ms, _ = percentiles(b.tracker.ownDelays())
 	bytes := b.bytes.snapshot().sub(m.bytes)
 	r.BytesPerChange = float64(bytes.total) / float64(changes)
 	r.WatchBytesPerChange = float64(bytes.watch) / float64(changes)
@@ -145,7 +157,7 @@ func (b *bench) finish(name string, m mark, concerned int, waits ...*wait) (Resu
 	}
 	counts, err := countRequests(b.audit, m.at, time.Now())
 	if err != nil {
-		return r, err
+		return r, counts, err
 	}
 	r.ByClient = counts.byKey
 	r.ManagerWrites = float64(counts.managerWrites) / float64(changes)
@@ -154,7 +166,7 @@ func (b *bench) finish(name string, m mark, concerned int, waits ...*wait) (Resu
 	if changes == 1 && !counts.renderedWrittenAt.IsZero() {
 		r.RenderedMs = float64(counts.renderedWrittenAt.Sub(m.at).Microseconds()) / 1000
 	}
-	return r, nil
+	return r, counts, nil
 }
 
 // churn: NodeAccess of churnKeys keys each, NodeAccess i on pool i%pools;
@@ -274,7 +286,7 @@ func (b *bench) churn() (Result, error) {
 			if sent.Sub(due) > b.o.lateAfter {
 				late.Add(1)
 			}
-			changes[i] = statusChange{name: name, generation: na.Generation}
+			changes[i] = statusChange{name: name, generation: na.Generation, sent: sent, returned: time.Now()}
 		})
 	}
 	wg.Wait()
@@ -283,7 +295,7 @@ func (b *bench) churn() (Result, error) {
 		return Result{}, err
 	default:
 	}
-	r, err := b.finish("churn", m, concerned, waits...)
+	r, counts, err := b.finishCounted("churn", m, concerned, waits...)
 	if err != nil {
 		return r, err
 	}
@@ -291,6 +303,7 @@ func (b *bench) churn() (Result, error) {
 	for i := range changes {
 		changes[i].filesAt = waits[i].lastAt()
 	}
+	r.Churn = splitChurn(changes, waits, counts)
 	// The status of the last changes follows their files by the manager's
 	// status delay and the agents' report delay: wait for it, bounded.
 	lags, missing := status.lags(changes, 30*time.Second)

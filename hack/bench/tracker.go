@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"golang.org/x/sys/unix"
 )
 
 // tracker times changes in the simulated nodes' authorized_keys files, seen
@@ -18,7 +21,17 @@ import (
 // directory. The agent replaces the file by an atomic rename, which inotify
 // reports as a create of authorized_keys; on each such event the tracker
 // reads the file and checks it against the waits pending on that node. A
-// latency is the time the event was processed minus the wait's start.
+// latency ends when the file that showed the change was put in place: the
+// change time of the inode read, which the agent's rename sets (no later
+// write touches it: the next write is a new file). So the tracker's own
+// delay in processing events is not counted. The kernel stamps inodes from
+// its coarse clock, which trails the precise one by one to two ticks (tick
+// is 4 ms here; measured 3-8 ms behind on this machine's virtual CPUs): the
+// time taken is the change time plus two ticks, at least the wait's start
+// and at most the event's processing, so a latency is within 8 ms of the
+// true one and never longer than the tracker saw; a change time
+// more than three ticks before the wait's start (never expected) gives way
+// to the event's processing time.
 type tracker struct {
 	w *fsnotify.Watcher
 
@@ -33,6 +46,20 @@ type tracker struct {
 	// overflows counts inotify queue overflows; after one every node with
 	// a pending wait is read again (its time is then an upper bound).
 	overflows int
+	// tick is the resolution of the clock that stamps inodes.
+	tick time.Duration
+	// delays are, per sample, how long after the file was put in place the
+	// tracker read it: its own delay, which the latencies leave out.
+	delays []time.Duration
+}
+
+// ownDelays returns the tracker's delays since the last call.
+func (t *tracker) ownDelays() []time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	d := t.delays
+	t.delays = nil
+	return d
 }
 
 // wait expects a key to appear in (or vanish from) each of a set of nodes'
@@ -55,7 +82,12 @@ func newTracker() (*tracker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting the file tracker: %w", err)
 	}
-	return &tracker{w: w, files: map[string]string{}, dirs: map[string]string{}, byNode: map[string]map[*wait]struct{}{}}, nil
+	var res unix.Timespec
+	if err := unix.ClockGetres(unix.CLOCK_REALTIME_COARSE, &res); err != nil {
+		return nil, fmt.Errorf("reading the coarse clock's resolution: %w", err)
+	}
+	return &tracker{w: w, files: map[string]string{}, dirs: map[string]string{}, byNode: map[string]map[*wait]struct{}{},
+		tick: time.Duration(res.Nano())}, nil
 }
 
 // add watches one node's .ssh directory, which must exist.
@@ -125,16 +157,26 @@ func (t *tracker) overflowCount() int {
 
 func (t *tracker) close() { _ = t.w.Close() }
 
-// read returns a node's file; a missing file holds no key.
-func (t *tracker) read(node string) ([]byte, error) {
+// read returns a node's file and when its inode last changed (the rename
+// that put it in place); a missing file holds no key, at no time.
+func (t *tracker) read(node string) ([]byte, time.Time, error) {
 	t.mu.Lock()
 	path := t.files[node]
 	t.mu.Unlock()
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+		return nil, time.Time{}, nil
 	}
-	return data, err
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	defer f.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		return nil, time.Time{}, err
+	}
+	data, err := io.ReadAll(f)
+	return data, time.Unix(st.Ctim.Unix()), err
 }
 
 // check reads a node's file and resolves the waits it satisfies, at time at.
@@ -148,7 +190,7 @@ func (t *tracker) check(node string, at time.Time) {
 	if len(waits) == 0 {
 		return
 	}
-	content, err := t.read(node)
+	content, changed, err := t.read(node)
 	if err != nil {
 		return // resolved by the next event, or reported at the wait's timeout
 	}
@@ -164,7 +206,17 @@ func (t *tracker) check(node string, at time.Time) {
 		delete(t.byNode[node], w)
 		t.mu.Unlock()
 		if still {
-			w.resolve(node, at)
+			when := at
+			if changed.After(w.from.Add(-3*t.tick)) && changed.Add(2*t.tick).Before(at) {
+				when = changed.Add(2 * t.tick)
+				if when.Before(w.from) {
+					when = w.from
+				}
+			}
+			t.mu.Lock()
+			t.delays = append(t.delays, at.Sub(when))
+			t.mu.Unlock()
+			w.resolve(node, when)
 		}
 	}
 }
@@ -246,7 +298,7 @@ func (w *wait) done(timeout time.Duration) ([]time.Duration, error) {
 	w.mu.Unlock()
 	missed, unreadable := 0, 0
 	for _, n := range nodes {
-		content, err := w.t.read(n)
+		content, _, err := w.t.read(n)
 		switch {
 		case err != nil:
 			unreadable++

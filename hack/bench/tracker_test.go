@@ -87,3 +87,24 @@ func TestTrackerFailsAfterTimeoutSayingWhy(t *testing.T) {
 		t.Fatalf("error does not say which files: %v", err)
 	}
 }
+
+// A latency ends when the file was put in place, not when the tracker got
+// round to its event: here the tracker is held for 300 ms after the rename.
+func TestTrackerTimesTheRenameNotItsOwnDelay(t *testing.T) {
+	tr, dirs := newTestTracker(t, "a")
+	w := tr.expect("KEY1", true, []string{"a"})
+	tr.mu.Lock()
+	replace(t, dirs["a"], "ssh-ed25519 KEY1 x\n")
+	renamed := time.Since(w.from)
+	time.Sleep(300 * time.Millisecond)
+	tr.mu.Unlock()
+	got, err := w.done(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The inode's change time comes from the kernel's coarse clock, which
+	// the tracker counts two ticks later.
+	if len(got) != 1 || got[0] > renamed+2*tr.tick+time.Millisecond {
+		t.Fatalf("latency %v; the rename came %v after the start, and the tracker's 300 ms delay must not count", got, renamed)
+	}
+}
