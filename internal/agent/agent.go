@@ -144,6 +144,14 @@ type Agent struct {
 	reportDue time.Time
 	// reportWritten is when the report was last written.
 	reportWritten time.Time
+	// reports writes the report apart from the passes; reporting is set
+	// while a job of this agent's is with it.
+	reports   *reportWriter
+	reporting bool
+	// reportRetry is when a failed report write may be tried again, and
+	// reportBackoff the wait that set it.
+	reportRetry   time.Time
+	reportBackoff time.Duration
 
 	mu sync.Mutex
 }
@@ -172,6 +180,7 @@ func newAgent(cfg Config, src source, api *apiClient) (*Agent, error) {
 	return &Agent{
 		cfg: cfg, src: src, api: api, writer: w, files: files, sshd: sshd, logins: logins, now: time.Now,
 		held: map[string]map[authorizedkeys.Owner]int{}, unattributed: map[authorizedkeys.Owner]bool{},
+		reports: newReportWriter(),
 	}, nil
 }
 

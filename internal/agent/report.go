@@ -8,11 +8,13 @@ import (
 	"sort"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
 	"github.com/nodeaccess/nodeaccess-operator/internal/authorizedkeys"
@@ -230,9 +232,15 @@ func activeFailure(g desiredstate.Grant, plan desiredstate.Plan, results map[str
 // (reportSpread): the files come first, one grant reaching many nodes does
 // not make them all write at the same instant, and changes within the
 // window make one write; and no sooner than the report interval after the
-// last write.
+// last write. The write itself goes to the report writer, and the pass
+// does not wait for it (reportWriter); while it is in flight no other is
+// decided, and its end starts a pass.
 // It returns how long until a delayed write is due (0 when none is pending).
 func (a *Agent) writeReport(ctx context.Context, node *corev1.Node, st nav1.NodeAccessReportStatus, now time.Time) (time.Duration, error) {
+	a.collectReport(ctx)
+	if a.reporting {
+		return 0, nil // the write in flight starts a pass when it ends
+	}
 	prev := a.report
 	if prev != nil {
 		// Keep condition transition times when the status did not change.
@@ -264,6 +272,9 @@ func (a *Agent) writeReport(ctx context.Context, node *corev1.Node, st nav1.Node
 			}
 		}
 	}
+	if now.Before(a.reportRetry) {
+		return a.reportRetry.Sub(now), nil
+	}
 	stamp := metav1.NewTime(now.Truncate(time.Second))
 	for i := range st.Conditions {
 		if st.Conditions[i].LastTransitionTime.IsZero() {
@@ -278,22 +289,50 @@ func (a *Agent) writeReport(ctx context.Context, node *corev1.Node, st nav1.Node
 	// The report object is (re)created by the first write of a process,
 	// for a Node recreated under a new UID (the old report went with the
 	// old Node), and when it was found missing.
-	if !a.reportCreated || a.reportOwner != node.UID {
-		if err := a.applyReport(ctx, node, nil); err != nil {
-			return 0, err
-		}
-		a.reportCreated, a.reportOwner = true, node.UID
+	a.reporting = true
+	a.reports.jobs <- reportJob{st: st, create: !a.reportCreated || a.reportOwner != node.UID, nodeUID: node.UID, at: now}
+	return 0, nil
+}
+
+// collectReport takes in the outcome of the report write handed over by
+// an earlier pass, if it has ended: the report written, or a failure,
+// logged and tried again after a backoff. Either way the next report's
+// time is computed afresh, from the last write.
+func (a *Agent) collectReport(ctx context.Context) {
+	var out reportOutcome
+	select {
+	case out = <-a.reports.done:
+	default:
+		return
 	}
-	if err := a.applyReport(ctx, node, &st); err != nil {
-		if apierrors.IsNotFound(err) {
+	a.reporting = false
+	a.reportDue = time.Time{}
+	if out.created {
+		a.reportCreated, a.reportOwner = true, out.job.nodeUID
+	}
+	if out.err != nil {
+		if apierrors.IsNotFound(out.err) {
 			a.reportCreated = false
 		}
-		return 0, err
+		a.reportBackoff = min(max(2*a.reportBackoff, firstReportBackoff), a.cfg.Resync)
+		a.reportRetry = a.now().Add(a.reportBackoff)
+		logr.FromContextOrDiscard(ctx).Error(out.err, "Writing the node's report failed; retrying", "after", a.reportBackoff)
+		return
 	}
-	a.report = &st
-	a.reportDue = time.Time{}
-	a.reportWritten = now
-	return 0, nil
+	a.reportBackoff, a.reportRetry = 0, time.Time{}
+	a.report = &out.job.st
+	a.reportWritten = out.job.at
+}
+
+// doReport is the report writer's write of one job.
+func (a *Agent) doReport(ctx context.Context, job reportJob) (created bool, err error) {
+	if job.create {
+		if err := a.applyReport(ctx, job.nodeUID, nil); err != nil {
+			return false, err
+		}
+		created = true
+	}
+	return created, a.applyReport(ctx, job.nodeUID, &job.st)
 }
 
 // reportInterval is the shortest time between two writes of a changed
@@ -336,7 +375,7 @@ func sameContent(a, b *nav1.NodeAccessReportStatus) bool {
 
 // applyReport server-side applies the report object (status nil) or its status.
 // The report is owned by the Node, so it goes away with the node.
-func (a *Agent) applyReport(ctx context.Context, node *corev1.Node, st *nav1.NodeAccessReportStatus) error {
+func (a *Agent) applyReport(ctx context.Context, nodeUID types.UID, st *nav1.NodeAccessReportStatus) error {
 	obj := map[string]any{
 		"apiVersion": nav1.GroupVersion.String(),
 		"kind":       "NodeAccessReport",
@@ -345,7 +384,7 @@ func (a *Agent) applyReport(ctx context.Context, node *corev1.Node, st *nav1.Nod
 		obj["metadata"] = map[string]any{
 			"name": a.cfg.NodeName,
 			"ownerReferences": []metav1.OwnerReference{{
-				APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID,
+				APIVersion: "v1", Kind: "Node", Name: a.cfg.NodeName, UID: nodeUID,
 			}},
 		}
 		obj["spec"] = map[string]any{"nodeName": a.cfg.NodeName}

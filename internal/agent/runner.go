@@ -191,6 +191,7 @@ func (r *Runner) Start(ctx context.Context) error {
 	wg.Go(func() { r.agent.files.run(ctx, r.trigger) })
 	wg.Go(func() { r.agent.sshd.run(ctx, r.trigger) })
 	wg.Go(func() { r.agent.logins.run(ctx, r.trigger) })
+	wg.Go(func() { r.agent.reports.run(ctx, r.agent.doReport, r.trigger) })
 
 	synced := make([]cache.InformerSynced, 0, len(r.informers))
 	for _, inf := range r.informers {

@@ -7,7 +7,9 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -354,4 +356,72 @@ func churnReports(t *testing.T, node string, interval, heartbeat time.Duration) 
 		}
 	}
 	return writes
+}
+
+// A report write that the API server holds never holds the files: a grant
+// that arrives while the node's report is being written reaches the file
+// at once, and the report follows once the write ends.
+func TestFilesDoNotWaitForAReportWriteTheAPIServerHolds(t *testing.T) {
+	const node = "node-held-report"
+	ctx := context.Background()
+	h := newHost(t)
+	pool := map[string]string{"pool": "held-report"}
+	createNode(t, node, pool)
+
+	var holding atomic.Bool
+	held, release := make(chan struct{}, 1), make(chan struct{})
+	cfg := rest.CopyConfig(env.Config)
+	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripper(func(req *http.Request) (*http.Response, error) {
+			if holding.Load() && req.Method == http.MethodPatch && strings.HasSuffix(req.URL.Path, "/nodeaccessreports/"+node+"/status") {
+				select {
+				case held <- struct{}{}:
+				default:
+				}
+				select {
+				case <-release:
+				case <-req.Context().Done():
+					return nil, req.Context().Err()
+				}
+			}
+			return rt.RoundTrip(req)
+		})
+	}
+	runAgentOn(t, cfg, agent.Config{
+		NodeName: node, Namespace: namespace, HostRoot: h.Root,
+		Resync: time.Minute, Heartbeat: 10 * time.Minute,
+	}, "0")
+	eventually(t, 30*time.Second, "the agent's first report", func() error {
+		return k8sClient.Get(ctx, client.ObjectKey{Name: node}, &nav1.NodeAccessReport{})
+	})
+
+	holding.Store(true)
+	first := grant("team-held-1", pool, nav1.RenderedUser{Name: "alice", Keys: []nav1.RenderedKey{key(aliceData, "alice")}})
+	t.Cleanup(func() { remove(t, first.Name) })
+	apply(t, first)
+	eventually(t, 10*time.Second, "the first grant's key", holdsExactly(h, aliceData))
+	select {
+	case <-held:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the report of the first grant was never written")
+	}
+
+	// The report write is held at the API server now: the next grant must
+	// not wait for it.
+	second := grant("team-held-2", pool, nav1.RenderedUser{Name: "alice", Keys: []nav1.RenderedKey{key(bobData, "bob")}})
+	t.Cleanup(func() { remove(t, second.Name) })
+	apply(t, second)
+	eventually(t, 5*time.Second, "the second grant's key while the report write is held", holdsExactly(h, aliceData, bobData))
+	if reportHas(ctx, node, first)() == nil {
+		t.Fatal("the report listed the first grant while its write was held")
+	}
+
+	holding.Store(false)
+	close(release)
+	eventually(t, 30*time.Second, "the report listing both grants", func() error {
+		if err := reportHas(ctx, node, first)(); err != nil {
+			return err
+		}
+		return reportHas(ctx, node, second)()
+	})
 }
