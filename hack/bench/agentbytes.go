@@ -11,18 +11,19 @@ import (
 // (rest.Config.Wrap): watch streams, lists and the answers to their report
 // writes, as the agent reads them (after any transport decompression).
 type byteCounter struct {
-	total, watch atomic.Int64
+	total, watch, reads atomic.Int64
 }
 
-// byteCount is a snapshot of the counters.
-type byteCount struct{ total, watch int64 }
+// byteCount is a snapshot of the counters: reads are the answers to
+// lists and gets (not watches, not report writes).
+type byteCount struct{ total, watch, reads int64 }
 
 func (c *byteCounter) snapshot() byteCount {
-	return byteCount{total: c.total.Load(), watch: c.watch.Load()}
+	return byteCount{total: c.total.Load(), watch: c.watch.Load(), reads: c.reads.Load()}
 }
 
 func (a byteCount) sub(b byteCount) byteCount {
-	return byteCount{total: a.total - b.total, watch: a.watch - b.watch}
+	return byteCount{total: a.total - b.total, watch: a.watch - b.watch, reads: a.reads - b.reads}
 }
 
 // wrap is a rest.Config transport wrapper.
@@ -40,21 +41,25 @@ func (t countingTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	if err != nil || resp.Body == nil {
 		return resp, err
 	}
-	resp.Body = &countingBody{ReadCloser: resp.Body, c: t.c, watch: req.URL.Query().Get("watch") == "true"}
+	watch := req.URL.Query().Get("watch") == "true"
+	resp.Body = &countingBody{ReadCloser: resp.Body, c: t.c, watch: watch, read: !watch && req.Method == http.MethodGet}
 	return resp, nil
 }
 
 type countingBody struct {
 	io.ReadCloser
-	c     *byteCounter
-	watch bool
+	c           *byteCounter
+	watch, read bool
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.c.total.Add(int64(n))
-	if b.watch {
+	switch {
+	case b.watch:
 		b.c.watch.Add(int64(n))
+	case b.read:
+		b.c.reads.Add(int64(n))
 	}
 	return n, err
 }
