@@ -71,6 +71,7 @@ type options struct {
 	statusDelay        time.Duration
 	reportStaleAfter   time.Duration
 	reportWrites       float64
+	statusWrites       float64
 	monitoring         bool
 	monitoringLabels   string
 	monitoringRecheck  time.Duration
@@ -139,6 +140,8 @@ func run() error {
 	flag.IntVar(&opts.apiBurst, "kube-api-burst", 200, "Burst above --kube-api-qps.")
 	flag.DurationVar(&opts.statusDelay, "status-delay", time.Second,
 		"Node reports within this window are folded into one status update.")
+	flag.Float64Var(&opts.statusWrites, "status-writes-per-second", controllers.DefaultStatusWritesPerSecond,
+		"Budget of the status writes that node reports cause, over all NodeAccess: with more NodeAccess than budget × --status-delay, each one's reports are folded over NodeAccess/budget seconds (at most 40 s) instead. 0: --status-delay alone.")
 	flag.DurationVar(&opts.reportStaleAfter, "report-stale-after", controllers.DefaultReportStaleAfter,
 		"A node report whose heartbeat is older counts in nodeaccess_nodes_without_report (agents renew it every 10 minutes).")
 	flag.Float64Var(&opts.reportWrites, "report-writes-per-second", controllers.DefaultReportWritesPerSecond,
@@ -204,6 +207,12 @@ func run() error {
 	}
 	if opts.reportWrites < 0 || math.IsNaN(opts.reportWrites) || math.IsInf(opts.reportWrites, 0) {
 		return fmt.Errorf("--report-writes-per-second must be zero or a positive number")
+	}
+	if opts.statusWrites < 0 || math.IsNaN(opts.statusWrites) || math.IsInf(opts.statusWrites, 0) {
+		return fmt.Errorf("--status-writes-per-second must be zero or a positive number")
+	}
+	if opts.statusWrites == 0 {
+		opts.statusWrites = -1 // not paced
 	}
 	if opts.reportWrites == 0 {
 		opts.reportWrites = -1 // none published
@@ -273,6 +282,7 @@ func run() error {
 		},
 		RevocationTimeout:     opts.revocationTimeout,
 		StatusDelay:           opts.statusDelay,
+		StatusWritesPerSecond: opts.statusWrites,
 		ReportStaleAfter:      opts.reportStaleAfter,
 		ReportWritesPerSecond: opts.reportWrites,
 		Monitoring:            opts.monitoring,

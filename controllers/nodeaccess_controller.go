@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -80,6 +81,11 @@ type NodeAccessReconciler struct {
 	RevocationTimeout time.Duration
 	// StatusDelay batches node reports: a burst of reports within it causes one status write.
 	StatusDelay time.Duration
+	// StatusWritesPerSecond is the budget of the report-driven status
+	// writes over all NodeAccess: each one's reports are folded over
+	// NodeAccess count / budget when that is longer than StatusDelay (see
+	// statusDelay). Zero or less: StatusDelay alone.
+	StatusWritesPerSecond float64
 	// ForbiddenRecheck is how often a NodeAccess naming a Secret the manager
 	// may not read looks again.
 	ForbiddenRecheck time.Duration
@@ -94,6 +100,30 @@ type NodeAccessReconciler struct {
 	ledger ledger
 	// filter chooses the labels of the agents' watch filter.
 	filter *nodeFilter
+	// grants is the number of NodeAccess at the last count (countGrants).
+	grants atomic.Int64
+}
+
+// maxStatusDelay bounds the paced status delay: the cluster limit of
+// 1,000 NodeAccess at the default budget.
+const maxStatusDelay = 40 * time.Second
+
+// statusDelay is how long the reports concerning one NodeAccess are folded
+// into one reconcile and status write: StatusDelay, or, with more
+// NodeAccess than StatusWritesPerSecond × StatusDelay, NodeAccess count /
+// StatusWritesPerSecond (at most maxStatusDelay). Under churn every report
+// moves the in-sync count of each NodeAccess selecting its node, so each
+// NodeAccess's status was written once per StatusDelay: at 1,000 nodes
+// and 100 NodeAccess the manager wrote about as many statuses as the
+// nodes wrote reports, each costing the API server as much as one.
+// Changes of a NodeAccess itself are not delayed.
+func (r *NodeAccessReconciler) statusDelay() time.Duration {
+	d := r.StatusDelay
+	if r.StatusWritesPerSecond > 0 {
+		paced := time.Duration(float64(r.grants.Load()) / r.StatusWritesPerSecond * float64(time.Second))
+		d = max(d, min(paced, maxStatusDelay))
+	}
+	return d
 }
 
 // scope is what one reconcile of one NodeAccess read and decided.
@@ -414,7 +444,7 @@ func self(_ context.Context, o client.Object) []reconcile.Request {
 	return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: o.GetName()}}}
 }
 
-// delayed enqueues the mapped requests after StatusDelay, at low priority.
+// delayed enqueues the mapped requests after statusDelay, at low priority.
 // Requests for the same object within that window collapse into one, so a
 // thousand node reports arriving together cost one reconcile and one status
 // write; and a change of a NodeAccess's spec, queued at the default
@@ -425,9 +455,9 @@ func (r *NodeAccessReconciler) delayed(mapFn handler.MapFunc) handler.EventHandl
 		pq, prioritized := q.(priorityqueue.PriorityQueue[reconcile.Request])
 		for _, req := range mapFn(ctx, o) {
 			if prioritized {
-				pq.AddWithOpts(priorityqueue.AddOpts{After: r.StatusDelay, Priority: ptrTo(handler.LowPriority)}, req)
+				pq.AddWithOpts(priorityqueue.AddOpts{After: r.statusDelay(), Priority: ptrTo(handler.LowPriority)}, req)
 			} else {
-				q.AddAfter(req, r.StatusDelay)
+				q.AddAfter(req, r.statusDelay())
 			}
 		}
 	}
@@ -453,6 +483,7 @@ func (r *NodeAccessReconciler) countGrants(ctx context.Context) {
 		return
 	}
 	grantsTotal.Set(float64(len(list.Items)))
+	r.grants.Store(int64(len(list.Items)))
 	named := map[string]bool{}
 	for i := range list.Items {
 		for _, ref := range render.Sources(&list.Items[i]) {

@@ -18,6 +18,9 @@ import (
 	"github.com/nodeaccess/nodeaccess-operator/internal/nodefilter"
 )
 
+// DefaultStatusWritesPerSecond is the manager's --status-writes-per-second.
+const DefaultStatusWritesPerSecond = 25
+
 // DefaultReportWritesPerSecond is the manager's --report-writes-per-second.
 const DefaultReportWritesPerSecond = 50
 

@@ -50,6 +50,10 @@ type Options struct {
 	RevocationTimeout time.Duration
 	// StatusDelay folds bursts of node reports into one status write.
 	StatusDelay time.Duration
+	// StatusWritesPerSecond is the budget of report-driven status writes
+	// over all NodeAccess (NodeAccessReconciler.statusDelay); zero means
+	// DefaultStatusWritesPerSecond, and a negative budget none.
+	StatusWritesPerSecond float64
 	// ForbiddenRecheck is how often a NodeAccess naming a Secret the manager
 	// may not read checks again; zero means 30 s.
 	ForbiddenRecheck time.Duration
@@ -87,16 +91,20 @@ type Options struct {
 // Setup registers every controller of the manager.
 func Setup(mgr ctrl.Manager, opts Options) error {
 	na := &NodeAccessReconciler{
-		Client:            mgr.GetClient(),
-		APIReader:         mgr.GetAPIReader(),
-		Recorder:          mgr.GetEventRecorder("nodeaccess-manager"),
-		Namespace:         opts.Namespace,
-		Render:            opts.Render,
-		RevocationTimeout: opts.RevocationTimeout,
-		StatusDelay:       opts.StatusDelay,
-		ForbiddenRecheck:  opts.ForbiddenRecheck,
-		Limits:            opts.Limits,
-		filter:            &nodeFilter{reader: mgr.GetAPIReader(), namespace: opts.Namespace},
+		Client:                mgr.GetClient(),
+		APIReader:             mgr.GetAPIReader(),
+		Recorder:              mgr.GetEventRecorder("nodeaccess-manager"),
+		Namespace:             opts.Namespace,
+		Render:                opts.Render,
+		RevocationTimeout:     opts.RevocationTimeout,
+		StatusDelay:           opts.StatusDelay,
+		ForbiddenRecheck:      opts.ForbiddenRecheck,
+		StatusWritesPerSecond: opts.StatusWritesPerSecond,
+		Limits:                opts.Limits,
+		filter:                &nodeFilter{reader: mgr.GetAPIReader(), namespace: opts.Namespace},
+	}
+	if na.StatusWritesPerSecond == 0 {
+		na.StatusWritesPerSecond = DefaultStatusWritesPerSecond
 	}
 	if err := na.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the NodeAccess controller: %w", err)
