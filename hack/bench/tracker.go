@@ -48,8 +48,9 @@ type tracker struct {
 	overflows int
 	// tick is the resolution of the clock that stamps inodes.
 	tick time.Duration
-	// delays are, per sample, how long after the file was put in place the
-	// tracker read it: its own delay, which the latencies leave out.
+	// delays are, per sample timed by its change time, how long after the
+	// file was put in place the tracker read it: its own delay, which the
+	// latencies leave out.
 	delays []time.Duration
 }
 
@@ -118,7 +119,7 @@ func (t *tracker) run() {
 			node, ok := t.dirs[filepath.Dir(ev.Name)]
 			t.mu.Unlock()
 			if ok {
-				t.check(node, time.Now())
+				t.check(node)
 			}
 		case err, ok := <-t.w.Errors:
 			if !ok {
@@ -134,7 +135,6 @@ func (t *tracker) run() {
 // recheckPending reads every node that has a pending wait, after an
 // overflow lost events.
 func (t *tracker) recheckPending() {
-	at := time.Now()
 	t.mu.Lock()
 	t.overflows++
 	var nodes []string
@@ -145,7 +145,7 @@ func (t *tracker) recheckPending() {
 	}
 	t.mu.Unlock()
 	for _, n := range nodes {
-		t.check(n, at)
+		t.check(n)
 	}
 }
 
@@ -179,8 +179,8 @@ func (t *tracker) read(node string) ([]byte, time.Time, error) {
 	return data, time.Unix(st.Ctim.Unix()), err
 }
 
-// check reads a node's file and resolves the waits it satisfies, at time at.
-func (t *tracker) check(node string, at time.Time) {
+// check reads a node's file and resolves the waits it satisfies.
+func (t *tracker) check(node string) {
 	t.mu.Lock()
 	waits := make([]*wait, 0, len(t.byNode[node]))
 	for w := range t.byNode[node] {
@@ -194,6 +194,7 @@ func (t *tracker) check(node string, at time.Time) {
 	if err != nil {
 		return // resolved by the next event, or reported at the wait's timeout
 	}
+	at := time.Now() // when the tracker saw the file: a sample's latest end
 	// Indexed once per read: under churn a node has many waits pending,
 	// and searching a 200-key file for each was a tenth of the bench's CPU.
 	fields := fieldsOf(content)
@@ -212,10 +213,10 @@ func (t *tracker) check(node string, at time.Time) {
 				if when.Before(w.from) {
 					when = w.from
 				}
+				t.mu.Lock()
+				t.delays = append(t.delays, at.Sub(when))
+				t.mu.Unlock()
 			}
-			t.mu.Lock()
-			t.delays = append(t.delays, at.Sub(when))
-			t.mu.Unlock()
 			w.resolve(node, when)
 		}
 	}

@@ -495,8 +495,16 @@ func (a *Agent) requeueAfter(plan desiredstate.Plan, results map[string]accountR
 			after = d
 		}
 	}
-	if hb := a.cfg.Heartbeat; a.report != nil && a.report.HeartbeatTime != nil {
-		if d := a.report.HeartbeatTime.Add(hb).Sub(now); d < after {
+	// The heartbeat is due from the last report written; while a write is
+	// in flight its end starts the next pass, and after a failed one the
+	// retry waits for its backoff (otherwise an overdue heartbeat would
+	// make a pass of every millisecond until a write succeeds).
+	if hb := a.cfg.Heartbeat; !a.reporting && a.report != nil && a.report.HeartbeatTime != nil {
+		due := a.report.HeartbeatTime.Add(hb)
+		if a.reportRetry.After(due) {
+			due = a.reportRetry
+		}
+		if d := due.Sub(now); d < after {
 			after = d
 		}
 	}

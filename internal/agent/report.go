@@ -295,9 +295,9 @@ func (a *Agent) writeReport(ctx context.Context, node *corev1.Node, st nav1.Node
 }
 
 // collectReport takes in the outcome of the report write handed over by
-// an earlier pass, if it has ended: the report written, or a failure,
-// logged and tried again after a backoff. Either way the next report's
-// time is computed afresh, from the last write.
+// an earlier pass, if it has ended: the report written (the next one's
+// time is then computed afresh, from this write), or a failure, logged
+// and tried again after a backoff, with the report still due.
 func (a *Agent) collectReport(ctx context.Context) {
 	var out reportOutcome
 	select {
@@ -306,7 +306,6 @@ func (a *Agent) collectReport(ctx context.Context) {
 		return
 	}
 	a.reporting = false
-	a.reportDue = time.Time{}
 	if out.created {
 		a.reportCreated, a.reportOwner = true, out.job.nodeUID
 	}
@@ -321,6 +320,7 @@ func (a *Agent) collectReport(ctx context.Context) {
 	}
 	a.reportBackoff, a.reportRetry = 0, time.Time{}
 	a.report = &out.job.st
+	a.reportDue = time.Time{}
 	a.reportWritten = out.job.at
 }
 
