@@ -241,10 +241,7 @@ func (a *Agent) Sync(ctx context.Context) (time.Duration, error) {
 	if sshdExpiry {
 		report.ExpiryEnforcedBy = nav1.ExpiryBySSHDAndAgent
 	}
-	reportIn, err := a.writeReport(ctx, node, report, now)
-	if err != nil {
-		return 0, err
-	}
+	reportIn := a.writeReport(ctx, node, report, now)
 	after := a.requeueAfter(plan, results, now)
 	if reportIn > 0 && reportIn < after {
 		after = reportIn

@@ -236,10 +236,10 @@ func activeFailure(g desiredstate.Grant, plan desiredstate.Plan, results map[str
 // does not wait for it (reportWriter); while it is in flight no other is
 // decided, and its end starts a pass.
 // It returns how long until a delayed write is due (0 when none is pending).
-func (a *Agent) writeReport(ctx context.Context, node *corev1.Node, st nav1.NodeAccessReportStatus, now time.Time) (time.Duration, error) {
+func (a *Agent) writeReport(ctx context.Context, node *corev1.Node, st nav1.NodeAccessReportStatus, now time.Time) time.Duration {
 	a.collectReport(ctx)
 	if a.reporting {
-		return 0, nil // the write in flight starts a pass when it ends
+		return 0 // the write in flight starts a pass when it ends
 	}
 	prev := a.report
 	if prev != nil {
@@ -254,7 +254,7 @@ func (a *Agent) writeReport(ctx context.Context, node *corev1.Node, st nav1.Node
 		if equality.Semantic.DeepEqual(*prev, st) {
 			a.reportDue = time.Time{}
 			if !heartbeatDue {
-				return 0, nil
+				return 0
 			}
 		} else if interval := a.reportInterval(); !heartbeatDue && (a.cfg.ReportDelay > 0 || interval > 0) {
 			if a.reportDue.IsZero() {
@@ -268,12 +268,12 @@ func (a *Agent) writeReport(ctx context.Context, node *corev1.Node, st nav1.Node
 				a.reportDue = due
 			}
 			if now.Before(a.reportDue) {
-				return a.reportDue.Sub(now), nil
+				return a.reportDue.Sub(now)
 			}
 		}
 	}
 	if now.Before(a.reportRetry) {
-		return a.reportRetry.Sub(now), nil
+		return a.reportRetry.Sub(now)
 	}
 	stamp := metav1.NewTime(now.Truncate(time.Second))
 	for i := range st.Conditions {
@@ -291,7 +291,7 @@ func (a *Agent) writeReport(ctx context.Context, node *corev1.Node, st nav1.Node
 	// old Node), and when it was found missing.
 	a.reporting = true
 	a.reports.jobs <- reportJob{st: st, create: !a.reportCreated || a.reportOwner != node.UID, nodeUID: node.UID, at: now}
-	return 0, nil
+	return 0
 }
 
 // collectReport takes in the outcome of the report write handed over by
@@ -313,7 +313,7 @@ func (a *Agent) collectReport(ctx context.Context) {
 		if apierrors.IsNotFound(out.err) {
 			a.reportCreated = false
 		}
-		a.reportBackoff = min(max(2*a.reportBackoff, firstReportBackoff), a.cfg.Resync)
+		a.reportBackoff = nextBackoff(a.reportBackoff, a.cfg.Resync)
 		a.reportRetry = a.now().Add(a.reportBackoff)
 		logr.FromContextOrDiscard(ctx).Error(out.err, "Writing the node's report failed; retrying", "after", a.reportBackoff)
 		return

@@ -9,9 +9,14 @@ import (
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
 )
 
-// firstReportBackoff is the wait before a failed report write is tried
-// again; it doubles at each failure, up to the resync interval.
-const firstReportBackoff = 50 * time.Millisecond
+// firstBackoff is the wait after a failed pass or report write; it
+// doubles at each failure in a row, up to the resync interval.
+const firstBackoff = 50 * time.Millisecond
+
+// nextBackoff is the wait after one more failure than the one that waited prev.
+func nextBackoff(prev, resync time.Duration) time.Duration {
+	return min(max(2*prev, firstBackoff), resync)
+}
 
 // reportJob is one write of the node's report: the status a pass built,
 // and whether the object must be (re)created first, for the Node of

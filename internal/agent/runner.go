@@ -218,7 +218,6 @@ func (r *Runner) Start(ctx context.Context) error {
 // host's account database was replaced under a single-file mount.
 func (r *Runner) loop(ctx context.Context) error {
 	log := logr.FromContextOrDiscard(ctx)
-	const firstBackoff = 50 * time.Millisecond
 	backoff := time.Duration(0)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -237,7 +236,7 @@ func (r *Runner) loop(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			backoff = min(max(2*backoff, firstBackoff), r.agent.cfg.Resync)
+			backoff = nextBackoff(backoff, r.agent.cfg.Resync)
 			after = backoff
 			log.Error(err, "Pass failed; retrying", "after", after)
 		} else {
