@@ -44,10 +44,16 @@ type apiClient struct {
 }
 
 func newAPIClient(base *rest.Config, node string) (*apiClient, error) {
+	base = rest.CopyConfig(base)
 	if base.UserAgent == "" {
-		base = rest.CopyConfig(base)
 		base.UserAgent = rest.DefaultKubernetesUserAgent()
 	}
+	// No gzip: the API server compresses a streamed list's watch (how
+	// informers list and watch) at every flush, for each connection apart,
+	// so one grant change sent to N agents is compressed N times, while
+	// its encoding is shared. An agent's events are a few KiB on the
+	// cluster's own network; the CPU is the API server's, under churn.
+	base.DisableCompression = true
 	httpClient, err := rest.HTTPClientFor(base)
 	if err != nil {
 		return nil, fmt.Errorf("building HTTP client: %w", err)

@@ -425,3 +425,47 @@ func TestFilesDoNotWaitForAReportWriteTheAPIServerHolds(t *testing.T) {
 		return reportHas(ctx, node, second)()
 	})
 }
+
+// The agent asks for no compression: the API server gzips a streamed
+// list's watch at every flush for each connection apart, which makes one
+// grant change cost it once per agent. The node's watches and lists reach
+// the agent as sent (the transport never had to decompress one), and the
+// grant still reaches the file.
+func TestAgentStreamsArriveUncompressed(t *testing.T) {
+	const node = "node-uncompressed"
+	h := newHost(t)
+	pool := map[string]string{"pool": "uncompressed"}
+	createNode(t, node, pool)
+
+	var watches, compressed atomic.Int32
+	cfg := rest.CopyConfig(env.Config)
+	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripper(func(req *http.Request) (*http.Response, error) {
+			resp, err := rt.RoundTrip(req)
+			if err != nil {
+				return resp, err
+			}
+			if req.URL.Query().Get("watch") == "true" {
+				watches.Add(1)
+			}
+			if resp.Uncompressed || resp.Header.Get("Content-Encoding") != "" {
+				compressed.Add(1)
+			}
+			return resp, nil
+		})
+	}
+	runAgentOn(t, cfg, agent.Config{
+		NodeName: node, Namespace: namespace, HostRoot: h.Root,
+		Resync: time.Minute, Heartbeat: 10 * time.Minute,
+	}, "0")
+	g := grant("team-uncompressed", pool, nav1.RenderedUser{Name: "alice", Keys: []nav1.RenderedKey{key(aliceData, "alice")}})
+	t.Cleanup(func() { remove(t, g.Name) })
+	apply(t, g)
+	eventually(t, 10*time.Second, "the grant's key", holdsExactly(h, aliceData))
+	if watches.Load() == 0 {
+		t.Fatal("the agent opened no watch")
+	}
+	if n := compressed.Load(); n > 0 {
+		t.Fatalf("%d of the agent's responses came compressed", n)
+	}
+}
