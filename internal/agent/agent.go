@@ -18,8 +18,10 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"sync"
 	"time"
@@ -127,6 +129,8 @@ type Agent struct {
 	// file could not be read keeps what was last proven, since those keys
 	// may still be there. Accounts in it are revisited at every pass.
 	held map[string]map[authorizedkeys.Owner]int
+	// lastWrites are, by account, the last render a pass left in the file.
+	lastWrites map[string]lastWrite
 	// unattributed are grants an earlier agent process reported as held on
 	// this node without naming the account; they stay possibly held until
 	// a scan of every account proves where they are, or that they are gone.
@@ -179,7 +183,7 @@ func newAgent(cfg Config, src source, api *apiClient) (*Agent, error) {
 	}
 	return &Agent{
 		cfg: cfg, src: src, api: api, writer: w, files: files, sshd: sshd, logins: logins, now: time.Now,
-		held: map[string]map[authorizedkeys.Owner]int{}, unattributed: map[authorizedkeys.Owner]bool{},
+		held: map[string]map[authorizedkeys.Owner]int{}, lastWrites: map[string]lastWrite{}, unattributed: map[authorizedkeys.Owner]bool{},
 		reports: newReportWriter(),
 	}, nil
 }
@@ -380,11 +384,18 @@ func (a *Agent) applyAccount(name string, sections []authorizedkeys.Section, uid
 			Err: fmt.Errorf("%s has uid 0; the operator does not allow granting root", name)}
 		sections = nil
 	}
-	var before []byte
+	var before, rendered []byte
 	var written []authorizedkeys.Section
+	last, hadLast := a.lastWrites[name]
+	reused := false
 	result, err := a.writer.UpdateAccount(acct, func(current []byte) ([]byte, error) {
-		before, written = current, sections
+		before, written, reused = current, sections, false
+		if hadLast && last.holds(current, sections) {
+			reused, rendered = true, current
+			return current, nil
+		}
 		out, err := authorizedkeys.Render(current, sections)
+		rendered = out
 		if err == nil && len(out) > nodewriter.MaxFileBytes {
 			// Too large with every key: remove what must go, add nothing.
 			written = authorizedkeys.Parse(current).KeepPresent(sections)
@@ -395,9 +406,17 @@ func (a *Agent) applyAccount(name string, sections []authorizedkeys.Section, uid
 		return out, err
 	})
 	res.state, res.changed, res.err = result.State, result.Changed, err
+	delete(a.lastWrites, name)
 	switch {
+	case err == nil && reused:
+		res.held = maps.Clone(last.held)
+		last.sections = sections // the same, in the plan now held
+		a.lastWrites[name] = last
 	case err == nil:
 		res.held = authorizedkeys.Count(written)
+		if res.refused == nil && len(res.held) > 0 {
+			a.lastWrites[name] = lastWrite{sections: sections, sum: sha256.Sum256(rendered), held: maps.Clone(res.held)}
+		}
 	case result.State == nodewriter.Read:
 		// Nothing was written: the file holds what it held.
 		res.held = resolveOwners(authorizedkeys.Parse(before).Holdings(), uids)
