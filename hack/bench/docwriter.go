@@ -68,6 +68,12 @@ func writeDoc(o options, results []Result) error {
 				r.Scenario, r.Nodes, r.RenderedMs, r.P50ms-r.RenderedMs, r.P99ms-r.RenderedMs)
 		}
 	}
+	t.WriteString("\nCPU per change (milliseconds of CPU each process used during the scenario, divided by its changes; the bench process is the in-process agents, the file tracker and the driver):\n\n")
+	for _, r := range results {
+		if c := r.CPU; c != nil && r.Watchers == 0 && r.Scenario != "idle" {
+			fmt.Fprintf(&t, "- %s, %d nodes: API server %.0f, etcd %.0f, manager %.0f, bench process %.0f.\n", r.Scenario, r.Nodes, c.APIServerMs, c.EtcdMs, c.ManagerMs, c.BenchMs)
+		}
+	}
 	t.WriteString("\nChurn, the status behind the files (from the last node's file to the NodeAccess status counting every selected node in sync at that generation or a later one):\n\n")
 	for _, r := range results {
 		if r.Scenario == "churn" {

@@ -184,11 +184,25 @@ type Result struct {
 	AgentPrivateMiB float64 `json:"agent_private_mib"`
 	ManagerCPUs     float64 `json:"manager_cpu_seconds"`
 	AgentCPUs       float64 `json:"agent_cpu_seconds"`
+	// CPU is the CPU each process used during the scenario, per change:
+	// what a change costs, which unlike its latency does not swing with
+	// how close to saturation the machine ran.
+	CPU *CPUPerChange `json:"cpu_per_change,omitempty"`
 	// BenchRSSMiB is the bench process's peak RSS (the in-process agents).
 	BenchRSSMiB float64 `json:"bench_rss_mib"`
 	// Bounds holds the bounds scenario's own figures (bounds.go).
 	Bounds *BoundsResult `json:"bounds,omitempty"`
 	Note   string        `json:"note,omitempty"`
+}
+
+// CPUPerChange is CPU milliseconds per change: kube-apiserver, etcd, the
+// manager, and the bench process (the in-process agents, the file tracker
+// and the driver).
+type CPUPerChange struct {
+	APIServerMs float64 `json:"apiserver_ms"`
+	EtcdMs      float64 `json:"etcd_ms"`
+	ManagerMs   float64 `json:"manager_ms"`
+	BenchMs     float64 `json:"bench_ms"`
 }
 
 func run(o options) error {
@@ -355,6 +369,9 @@ func (r Result) summary() string {
 		"agent KiB/change %.1f (%.0f bytes per concerned node)  manager RSS %.0f MiB  agent RSS %.0f MiB  bench RSS %.0f MiB",
 		r.Scenario, r.P50ms, r.P95ms, r.P99ms, r.FloorRatio, r.MaxMs, r.ManagerWrites, r.AgentRequests, r.BytesPerChange/1024, r.BytesPerConcernedNode,
 		r.ManagerRSSMiB, r.AgentRSSMiB, r.BenchRSSMiB)
+	if c := r.CPU; c != nil {
+		s += fmt.Sprintf("\n             CPU per change: API server %.0f ms, etcd %.0f ms, manager %.0f ms, bench process (agents) %.0f ms", c.APIServerMs, c.EtcdMs, c.ManagerMs, c.BenchMs)
+	}
 	s += fmt.Sprintf("\n             the tracker read the files p50 %.0f ms, p99 %.0f ms after they were put in place (not counted)", r.TrackerDelayP50ms, r.TrackerDelayP99ms)
 	if r.Scenario == "churn" {
 		s += fmt.Sprintf("\n             %d of %d changes issued late; status lag behind the files p50 %.0f ms  p99 %.0f ms (%d never in sync)",

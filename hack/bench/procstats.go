@@ -22,6 +22,28 @@ func (b *bench) resources(r *Result) {
 	}
 }
 
+// cpuTimes are the CPU seconds the processes of the run have used so far.
+type cpuTimes struct{ apiServer, etcd, manager, bench float64 }
+
+func (b *bench) cpuTimes() cpuTimes {
+	cpu := func(pid int) float64 {
+		if pid == 0 {
+			return 0
+		}
+		_, s := procStats(pid)
+		return s
+	}
+	return cpuTimes{apiServer: cpu(b.cluster.Pid("kube-apiserver")), etcd: cpu(b.cluster.Pid("etcd")),
+		manager: cpu(b.manager.Pid()), bench: cpu(os.Getpid())}
+}
+
+// perChange is the CPU used since start, in milliseconds per change.
+func (c cpuTimes) perChange(start cpuTimes, changes int) *CPUPerChange {
+	ms := func(now, then float64) float64 { return (now - then) * 1000 / float64(changes) }
+	return &CPUPerChange{APIServerMs: ms(c.apiServer, start.apiServer), EtcdMs: ms(c.etcd, start.etcd),
+		ManagerMs: ms(c.manager, start.manager), BenchMs: ms(c.bench, start.bench)}
+}
+
 // anonMiB reads a process's resident anonymous memory.
 func anonMiB(pid int) float64 {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))

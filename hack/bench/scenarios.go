@@ -118,11 +118,12 @@ func (b *bench) patchNA(ctx context.Context, na *nav1.NodeAccess, patch []byte) 
 type mark struct {
 	at    time.Time
 	bytes byteCount
+	cpu   cpuTimes
 }
 
 func (b *bench) mark() mark {
 	b.tracker.ownDelays() // from here on
-	return mark{at: time.Now(), bytes: b.bytes.snapshot()}
+	return mark{at: time.Now(), bytes: b.bytes.snapshot(), cpu: b.cpuTimes()}
 }
 
 // finish waits for the expected file changes, lets the requests that follow
@@ -149,6 +150,7 @@ func (b *bench) finishCounted(name string, m mark, concerned int, waits ...*wait
 	r := Result{Scenario: name, Changes: changes, Samples: len(samples), ConcernedNodes: float64(concerned) / float64(changes)}
 	r.P50ms, r.P95ms, r.P99ms, r.MaxMs = percentiles(samples)
 	r.TrackerDelayP50ms, _, r.TrackerDelayP99ms, _ = percentiles(b.tracker.ownDelays())
+	r.CPU = b.cpuTimes().perChange(m.cpu, changes)
 	bytes := b.bytes.snapshot().sub(m.bytes)
 	r.BytesPerChange = float64(bytes.total) / float64(changes)
 	r.WatchBytesPerChange = float64(bytes.watch) / float64(changes)

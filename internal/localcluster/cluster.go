@@ -288,6 +288,21 @@ func (c *Cluster) StartAPIServer(ctx context.Context) error {
 	})
 }
 
+// Pid returns the process ID of a running component ("etcd",
+// "kube-apiserver", ...), or 0 when it is not running.
+func (c *Cluster) Pid(name string) int {
+	p, ok := c.procs[name]
+	if !ok {
+		return 0
+	}
+	select {
+	case <-p.done:
+		return 0
+	default:
+		return p.cmd.Process.Pid
+	}
+}
+
 // StopAPIServer stops kube-apiserver, as a crash or an upgrade would.
 func (c *Cluster) StopAPIServer() { c.stop("kube-apiserver") }
 
