@@ -63,7 +63,7 @@ func newAPIClient(base *rest.Config, node string) (*apiClient, error) {
 		cfg.GroupVersion = &gv
 		cfg.APIPath = apiPath
 		cfg.ContentType = runtime.ContentTypeJSON
-		cfg.NegotiatedSerializer = agentCodecs.WithoutConversion()
+		cfg.NegotiatedSerializer = newAgentSerializers()
 		c, err := rest.RESTClientForConfigAndClient(cfg, httpClient)
 		if err != nil {
 			return nil, fmt.Errorf("building API client for %s: %w", gv, err)
