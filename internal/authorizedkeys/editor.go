@@ -368,11 +368,16 @@ func (p *Parsed) Holdings() map[Owner]int {
 // Count is Holdings for a file rendered from sections: each grant's
 // distinct key lines (a line shared by grants counts for each of them).
 func Count(sections []Section) map[Owner]int {
-	held := map[Owner]int{}
+	held := make(map[Owner]int, len(sections))
+	most := 0
 	for _, s := range sections {
-		seen := map[[3]string]bool{}
+		most = max(most, len(s.Keys))
+	}
+	seen := make(map[[3]string]struct{}, most)
+	for _, s := range sections {
+		clear(seen)
 		for _, k := range s.Keys {
-			seen[[3]string{k.Options, k.Type, k.Base64}] = true
+			seen[[3]string{k.Options, k.Type, k.Base64}] = struct{}{}
 		}
 		if len(seen) > 0 {
 			held[Owner{Name: s.Owner, UID: s.UID}] += len(seen)
@@ -512,14 +517,18 @@ func renderBlock(sections []Section) ([]byte, error) {
 		owner, uid string
 		entries    []int
 	}
+	total := 0
+	for _, s := range sorted {
+		total += len(s.Keys)
+	}
 	var (
-		subs    []sub
-		entries []entry
+		subs    = make([]sub, 0, len(sorted))
+		entries = make([]entry, 0, total)
 		size    = len(BeginMarker) + len(EndMarker) + 2
 	)
-	byID := map[[3]string]int{}
+	byID := make(map[[3]string]int, total)
 	for _, s := range sorted {
-		cur := sub{owner: s.Owner, uid: s.UID}
+		cur := sub{owner: s.Owner, uid: s.UID, entries: make([]int, 0, len(s.Keys))}
 		for i := range s.Keys {
 			k := &s.Keys[i]
 			id := [3]string{k.Options, k.Type, k.Base64}

@@ -107,7 +107,7 @@ func grantSections(r *nav1.RenderedNodeAccess, node labels.Set, now time.Time, o
 	}
 	sections := map[string]authorizedkeys.Section{}
 	for _, u := range r.Spec.Users {
-		s := authorizedkeys.Section{Owner: r.Spec.NodeAccessName, UID: r.Spec.NodeAccessUID}
+		s := authorizedkeys.Section{Owner: r.Spec.NodeAccessName, UID: r.Spec.NodeAccessUID, Keys: make([]authorizedkeys.Key, 0, len(u.Keys))}
 		for _, k := range u.Keys {
 			if expired(k.ExpiresAt, now) {
 				continue

@@ -449,7 +449,7 @@ func (h *handles) read() ([]byte, error) {
 	if err != nil || !os.SameFile(fi, h.fileFI) || !fi.Mode().IsRegular() {
 		return nil, h.fail(nav1.UnsafePathReason, h.paths[1], errors.New("authorized_keys changed while it was being opened"))
 	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
+	data, err := readAtMost(f, fi.Size(), MaxFileBytes+1)
 	if err != nil {
 		return nil, h.fail(nav1.ReadFailedReason, h.paths[1], err)
 	}
@@ -633,4 +633,25 @@ func (h *handles) replace(content []byte) (err error) {
 		d.Close()
 	}
 	return nil
+}
+
+// readAtMost reads r to its end or to limit bytes, whichever comes first,
+// into a buffer sized for the size the file had when opened (the file may
+// still grow or shrink meanwhile: the bytes read are what counts).
+func readAtMost(r io.Reader, size, limit int64) ([]byte, error) {
+	buf := make([]byte, 0, min(max(size, 0)+1, limit))
+	lr := io.LimitReader(r, limit)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := lr.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
 }
