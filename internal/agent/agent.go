@@ -374,6 +374,7 @@ func (a *Agent) applyAccount(name string, sections []authorizedkeys.Section, uid
 	var res accountResult
 	acct, err := a.writer.LookupAccount(name)
 	if err != nil {
+		delete(a.lastWrites, name)
 		res.state, res.err = lookupState(err), err
 		a.remember(name, &res)
 		return res
@@ -395,7 +396,7 @@ func (a *Agent) applyAccount(name string, sections []authorizedkeys.Section, uid
 			return current, nil
 		}
 		out, err := authorizedkeys.Render(current, sections)
-		rendered = out
+		rendered = out // only ever remembered when the pass refused nothing
 		if err == nil && len(out) > nodewriter.MaxFileBytes {
 			// Too large with every key: remove what must go, add nothing.
 			written = authorizedkeys.Parse(current).KeepPresent(sections)

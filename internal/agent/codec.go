@@ -21,7 +21,11 @@ import (
 // kind and apiVersion as its first two members and an event's envelope as
 // "type" then "object", so leadingKind reads those first tokens and
 // falls back to the full parse whenever a document starts any other way.
-// Decoding itself is client-go's, unchanged.
+// Decoding itself is client-go's, unchanged. The one difference is for a
+// document that names its kind twice: the full parse takes the last, this
+// the first. Only a server that is not the API server writes such a
+// document, and the agent's API server is its authority anyway (it serves
+// the grants), over TLS.
 type agentSerializers struct {
 	runtime.NegotiatedSerializer
 	json []runtime.SerializerInfo

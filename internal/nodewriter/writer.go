@@ -642,6 +642,9 @@ func readAtMost(r io.Reader, size, limit int64) ([]byte, error) {
 	buf := make([]byte, 0, min(max(size, 0)+1, limit))
 	lr := io.LimitReader(r, limit)
 	for {
+		if int64(len(buf)) >= limit {
+			return buf, nil
+		}
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
 		}
