@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
+	"github.com/nodeaccess/nodeaccess-operator/controllers"
 	"github.com/nodeaccess/nodeaccess-operator/internal/testenv"
 )
 
@@ -146,4 +148,98 @@ func writeReport(ctx context.Context, node string, g nav1.GrantReport) error {
 	}
 	report.Status.Grants = []nav1.GrantReport{g}
 	return k8sClient.Status().Update(ctx, report)
+}
+
+// TestReportDrivenStatusWritesStayWithinTheBudget: with more NodeAccess
+// than the status-write budget (DefaultStatusWritesPerSecond), reports
+// that keep changing every NodeAccess's count of nodes in sync make the
+// manager write each one's status at most once per count/budget. Over the
+// window the writes stay within the budget (plus one per NodeAccess for
+// the window's edges), where one write per report and NodeAccess would be
+// many times more, and status still follows the reports.
+func TestReportDrivenStatusWritesStayWithinTheBudget(t *testing.T) {
+	const grants, flipEvery, window = 50, 100 * time.Millisecond, 6 * time.Second
+	ctx := context.Background()
+	nodes := []string{"paced-0", "paced-1"}
+	for _, name := range nodes {
+		must(t, k8sClient.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"pool": "paced"}}}))
+	}
+	names := make([]string, grants)
+	for i := range names {
+		names[i] = fmt.Sprintf("paced-%02d", i)
+		create(t, nodeAccess(names[i], "paced", newKey(t, names[i]).line))
+	}
+	// Cleanups run last first: the nodes and their reports go before the
+	// NodeAccess, whose deletions then have no node left to wait for.
+	for _, name := range nodes {
+		t.Cleanup(func() {
+			_ = k8sClient.Delete(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}})
+			_ = k8sClient.Delete(ctx, &nav1.NodeAccessReport{ObjectMeta: metav1.ObjectMeta{Name: name}})
+		})
+	}
+	reports := make([]nav1.GrantReport, grants)
+	testenv.Eventually(t, timeout, "every grant rendered", func() error {
+		for i, name := range names {
+			var na nav1.NodeAccess
+			rendered := &nav1.RenderedNodeAccess{}
+			if err := k8sClient.Get(ctx, client.ObjectKey{Name: name}, &na); err != nil {
+				return err
+			}
+			if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, rendered); err != nil {
+				return err
+			}
+			reports[i] = nav1.GrantReport{Name: name, UID: string(na.UID), Generation: na.Generation, Hash: rendered.Spec.Hash, Keys: 1, Applied: true}
+		}
+		return nil
+	})
+	report := func(node string, applied bool) {
+		t.Helper()
+		grants := slices.Clone(reports)
+		for i := range grants {
+			grants[i].Applied = applied
+			if !applied {
+				grants[i].Keys, grants[i].Reason = 0, nav1.ChangedDuringEditReason
+			}
+		}
+		r := &nav1.NodeAccessReport{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: node}, r); err != nil {
+			r = &nav1.NodeAccessReport{ObjectMeta: metav1.ObjectMeta{Name: node}, Spec: nav1.NodeAccessReportSpec{NodeName: node}}
+			must(t, k8sClient.Create(ctx, r))
+		}
+		r.Status.Grants = grants
+		must(t, k8sClient.Status().Update(ctx, r))
+	}
+	allInSync := func() error {
+		for _, name := range names {
+			if err := statusIs(name, 2, 2, 1, nav1.AllNodesInSyncReason)(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, node := range nodes {
+		report(node, true)
+	}
+	testenv.Eventually(t, timeout, "every NodeAccess in sync", allInSync)
+
+	before := writes.matching("/nodeaccesses/paced-", "/status")
+	start, flips := time.Now(), 0
+	for next := start; time.Since(start) < window; next = next.Add(flipEvery) {
+		time.Sleep(time.Until(next)) // the reports' rate, not a wait for an outcome
+		report(nodes[0], flips%2 == 1)
+		flips++
+	}
+	report(nodes[0], true)
+	elapsed := time.Since(start)
+	paced := writes.matching("/nodeaccesses/paced-", "/status") - before
+	testenv.Eventually(t, timeout, "every NodeAccess in sync after the flips", allInSync)
+
+	t.Logf("%d NodeAccess, %d report changes over %s: %d status writes (budget %d a second)", grants, flips, elapsed.Round(time.Millisecond), paced, controllers.DefaultStatusWritesPerSecond)
+	if limit := int(elapsed.Seconds()*float64(controllers.DefaultStatusWritesPerSecond)) + grants; paced > limit {
+		t.Errorf("%d status writes over %s; the budget allows %d", paced, elapsed, limit)
+	}
+	// The flips reached the status: each NodeAccess was written during them.
+	if paced < grants {
+		t.Errorf("only %d status writes for %d NodeAccess over %d report changes: status did not follow the reports", paced, grants, flips)
+	}
 }
