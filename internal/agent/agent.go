@@ -27,7 +27,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
@@ -105,7 +104,7 @@ type Config struct {
 // Runner's informer stores.
 type source interface {
 	// node returns the agent's Node, or nil when it does not exist.
-	node(ctx context.Context) (*corev1.Node, error)
+	node(ctx context.Context) (*nodeMeta, error)
 	// rendered returns the rendered grants; callers must not modify them.
 	rendered(ctx context.Context) ([]nav1.RenderedNodeAccess, error)
 	// reportInterval returns the report interval the manager published for

@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
@@ -27,8 +25,7 @@ var (
 )
 
 func init() {
-	agentScheme.AddKnownTypes(corev1.SchemeGroupVersion, &corev1.Node{}, &corev1.NodeList{}, &corev1.ConfigMap{}, &corev1.ConfigMapList{})
-	metav1.AddToGroupVersion(agentScheme, corev1.SchemeGroupVersion)
+	addCoreTypes(agentScheme)
 	if err := nav1.AddToScheme(agentScheme); err != nil {
 		panic(err)
 	}
@@ -71,7 +68,7 @@ func newAPIClient(base *rest.Config, node string) (*apiClient, error) {
 		return c, nil
 	}
 	c := &apiClient{node: node}
-	if c.core, err = restFor(corev1.SchemeGroupVersion, "/api"); err != nil {
+	if c.core, err = restFor(coreGroupVersion, "/api"); err != nil {
 		return nil, err
 	}
 	if c.nav, err = restFor(nav1.GroupVersion, "/apis"); err != nil {

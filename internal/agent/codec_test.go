@@ -6,7 +6,6 @@ import (
 	"reflect"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -91,7 +90,7 @@ func TestAgentSerializersDecodeWatchEventsAsClientGoDoes(t *testing.T) {
 	if r, ok := got[1].(*nav1.RenderedNodeAccess); !ok || r.Spec.Users[0].Keys[0].Data != "AAAAC3NzaC1lZDI1NTE5AAAAIA" {
 		t.Fatalf("the rendered grant decoded as %#v", got[1])
 	}
-	if _, ok := got[3].(*corev1.Node); !ok {
+	if _, ok := got[3].(*nodeMeta); !ok {
 		t.Fatalf("the node decoded as %#v", got[3])
 	}
 	if s, ok := got[7].(*metav1.Status); !ok || s.Code != 410 {

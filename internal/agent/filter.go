@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -172,14 +171,14 @@ func vocabularyListWatch(api *apiClient, namespace string) cache.ListerWatcher {
 	return &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 			opts.FieldSelector = byName
-			list := &corev1.ConfigMapList{}
+			list := &configMapList{}
 			err := api.core.Get().Namespace(namespace).Resource("configmaps").
 				VersionedParams(&opts, metav1.ParameterCodec).Do(ctx).Into(list)
 			if apierrors.IsForbidden(err) {
 				forbidden.Do(func() {
 					logr.FromContextOrDiscard(ctx).Info("May not read the node filter vocabulary; watching every rendered grant", "configMap", nodefilter.ConfigMapName)
 				})
-				return &corev1.ConfigMapList{ListMeta: metav1.ListMeta{ResourceVersion: "forbidden"}}, nil
+				return &configMapList{ListMeta: metav1.ListMeta{ResourceVersion: "forbidden"}}, nil
 			}
 			return list, err
 		},
@@ -215,9 +214,9 @@ func publishedReportInterval(store cache.Store) (time.Duration, bool) {
 }
 
 // filterConfigMap returns the filter's ConfigMap in store, or nil.
-func filterConfigMap(store cache.Store) *corev1.ConfigMap {
+func filterConfigMap(store cache.Store) *configMap {
 	for _, obj := range store.List() {
-		if cm, ok := obj.(*corev1.ConfigMap); ok && cm.Name == nodefilter.ConfigMapName {
+		if cm, ok := obj.(*configMap); ok && cm.Name == nodefilter.ConfigMapName {
 			return cm
 		}
 	}

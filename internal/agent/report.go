@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -236,7 +235,7 @@ func activeFailure(g desiredstate.Grant, plan desiredstate.Plan, results map[str
 // does not wait for it (reportWriter); while it is in flight no other is
 // decided, and its end starts a pass.
 // It returns how long until a delayed write is due (0 when none is pending).
-func (a *Agent) writeReport(ctx context.Context, node *corev1.Node, st nav1.NodeAccessReportStatus, now time.Time) time.Duration {
+func (a *Agent) writeReport(ctx context.Context, node *nodeMeta, st nav1.NodeAccessReportStatus, now time.Time) time.Duration {
 	a.collectReport(ctx)
 	if a.reporting {
 		return 0 // the write in flight starts a pass when it ends

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -68,8 +67,8 @@ func NewRunner(restCfg *rest.Config, cfg Config, serve ServeOptions) (*Runner, e
 			r.changeFilter()
 		},
 		UpdateFunc: func(old, obj any) {
-			o, ok1 := old.(*corev1.Node)
-			n, ok2 := obj.(*corev1.Node)
+			o, ok1 := old.(*nodeMeta)
+			n, ok2 := obj.(*nodeMeta)
 			if !ok1 || !ok2 || o.UID != n.UID || !maps.Equal(o.Labels, n.Labels) {
 				r.trigger()
 				r.changeFilter()
@@ -101,8 +100,8 @@ func NewRunner(restCfg *rest.Config, cfg Config, serve ServeOptions) (*Runner, e
 		return store
 	}
 	r.nodes = inform(cache.NewListWatchFromClient(api.core, "nodes", "",
-		fields.OneTermEqualSelector("metadata.name", cfg.NodeName)), &corev1.Node{}, nodeEvents)
-	r.vocabulary = inform(vocabularyListWatch(api, cfg.Namespace), &corev1.ConfigMap{}, vocabularyEvents)
+		fields.OneTermEqualSelector("metadata.name", cfg.NodeName)), &nodeMeta{}, nodeEvents)
+	r.vocabulary = inform(vocabularyListWatch(api, cfg.Namespace), &configMap{}, vocabularyEvents)
 	r.grants = &grantWatches{api: api, namespace: cfg.Namespace, handler: grantEvents}
 	if r.agent, err = newAgent(cfg, storeSource{r}, api); err != nil {
 		return nil, err
@@ -277,12 +276,12 @@ func (r *Runner) probes() (*http.Server, error) {
 // object's managed fields.
 func slim(obj any) (any, error) {
 	switch o := obj.(type) {
-	case *corev1.Node:
-		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{
+	case *nodeMeta:
+		return &nodeMeta{ObjectMeta: metav1.ObjectMeta{
 			Name: o.Name, UID: o.UID, Labels: o.Labels, ResourceVersion: o.ResourceVersion,
 		}}, nil
-	case *corev1.ConfigMap:
-		return &corev1.ConfigMap{
+	case *configMap:
+		return &configMap{
 			ObjectMeta: metav1.ObjectMeta{Name: o.Name, Namespace: o.Namespace, ResourceVersion: o.ResourceVersion},
 			Data: map[string]string{
 				nodefilter.KeysField:           o.Data[nodefilter.KeysField],
@@ -298,12 +297,12 @@ func slim(obj any) (any, error) {
 // storeSource reads the Runner's informer stores.
 type storeSource struct{ r *Runner }
 
-func (s storeSource) node(context.Context) (*corev1.Node, error) {
+func (s storeSource) node(context.Context) (*nodeMeta, error) {
 	obj, ok, err := s.r.nodes.GetByKey(s.r.agent.cfg.NodeName) // a cluster-scoped key is the name
 	if err != nil || !ok {
 		return nil, err
 	}
-	n, _ := obj.(*corev1.Node)
+	n, _ := obj.(*nodeMeta)
 	return n, nil
 }
 
