@@ -29,13 +29,14 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,6 +45,8 @@ import (
 	"github.com/go-logr/logr"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
+
+	"github.com/nodeaccess/nodeaccess-operator/internal/image"
 )
 
 const (
@@ -227,11 +230,12 @@ func run(o options) error {
 		}
 		defer os.RemoveAll(o.hostsDir)
 	}
+	// Built as the images ship them (static, stripped), whatever the
+	// environment's CGO_ENABLED: a dynamically linked agent maps the C
+	// library too, and its RSS would not be the shipped agent's.
 	for _, b := range []struct{ out, pkg string }{{"manager", "."}, {"agent", "./cmd/agent"}} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(o.work, "bin", b.out), b.pkg)
-		cmd.Dir, cmd.Stdout, cmd.Stderr = o.root, os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("building %s: %w", b.out, err)
+		if err := image.GoBuild(context.Background(), o.root, b.pkg, runtime.GOARCH, filepath.Join(o.work, "bin", b.out)); err != nil {
+			return err
 		}
 	}
 	var results []Result

@@ -116,7 +116,7 @@ func TestDockerfileDescribesTheSameImage(t *testing.T) {
 			continue
 		}
 		build, ok := d.builds[filepath.Base(src)]
-		if want := `-trimpath -buildvcs=false -ldflags="` + ldflags + `" ` + b.Package; !ok || build != want {
+		if want := `-trimpath -buildvcs=false -ldflags="` + image.LDFlags + `" ` + b.Package; !ok || build != want {
 			t.Errorf("Dockerfile builds %s with %q, image with %q", b.Path, build, want)
 		}
 	}

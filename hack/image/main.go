@@ -71,10 +71,6 @@ var pause = spec{
 	Binaries:   []binary{{Path: "/pause", Package: "./hack/pause"}},
 }
 
-// ldflags strip the symbol table and give the binaries an empty build ID,
-// which otherwise differs between build directories.
-const ldflags = "-s -w -buildid="
-
 func main() {
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "image:", err)
@@ -137,7 +133,7 @@ func buildImage(ctx context.Context, root string, s spec, arch, out string) (ima
 	var files []image.File
 	for _, b := range s.Binaries {
 		bin := filepath.Join(tmp, path.Base(b.Path))
-		if err := goBuild(ctx, root, b.Package, arch, bin); err != nil {
+		if err := image.GoBuild(ctx, root, b.Package, arch, bin); err != nil {
 			return image.Image{}, err
 		}
 		data, err := os.ReadFile(bin)
@@ -161,30 +157,6 @@ func buildImage(ctx context.Context, root string, s spec, arch, out string) (ima
 		return image.Image{}, err
 	}
 	return img, os.Rename(part, out)
-}
-
-// goBuild builds one static, reproducible Linux binary. GOFLAGS from the
-// environment is dropped, so that nothing but these flags decides the bytes.
-func goBuild(ctx context.Context, root, pkg, arch, out string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags="+ldflags, "-o", out, pkg)
-	cmd.Dir = root
-	cmd.Env = append(withoutGOFLAGS(os.Environ()), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch, "GOFLAGS=")
-	var stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = os.Stderr, &stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("building %s: %w: %s", pkg, err, strings.TrimSpace(stderr.String()))
-	}
-	return nil
-}
-
-func withoutGOFLAGS(env []string) []string {
-	var out []string
-	for _, e := range env {
-		if !strings.HasPrefix(e, "GOFLAGS=") {
-			out = append(out, e)
-		}
-	}
-	return out
 }
 
 // repoRoot is the repository's top directory: the go.mod the go command sees.
