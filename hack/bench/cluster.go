@@ -187,7 +187,10 @@ func (b *bench) startProcAgent(name, root string) (*localcluster.Process, error)
 	}
 	host, port, _ := net.SplitHostPort(b.sshdAddr)
 	// The environment the agent DaemonSet gives the container.
-	env := []string{"GOMEMLIMIT=" + agentdaemonset.GoMemLimit}
+	var env []string
+	for _, v := range agentdaemonset.Env() {
+		env = append(env, v.Name+"="+v.Value)
+	}
 	return b.cluster.StartProcessEnv(filepath.Join(b.dir, "logs"), "agent-"+name, env, filepath.Join(b.o.work, "bin", "agent"),
 		"--node-name="+name, "--namespace="+namespace, "--host-root="+root, "--kubeconfig="+b.cluster.Kubeconfig,
 		"--health-probe-bind-address=127.0.0.1:0", "--sshd-host="+host, "--sshd-port="+port,
