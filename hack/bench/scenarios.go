@@ -40,6 +40,9 @@ func (b *bench) grantUpdateRevoke(step string) func() (Result, error) {
 			}
 			return b.finish("grant", m, len(nodes), w)
 		case "update":
+			if err := b.waitInSync(ctx, "everyone"); err != nil {
+				return Result{}, err
+			}
 			k := newKey("update")
 			m := b.mark()
 			w := b.tracker.expect(k.blob, true, nodes)
@@ -50,6 +53,9 @@ func (b *bench) grantUpdateRevoke(step string) func() (Result, error) {
 			}
 			return b.finish("update", m, len(nodes), w)
 		default:
+			if err := b.waitInSync(ctx, "everyone"); err != nil {
+				return Result{}, err
+			}
 			na := &nav1.NodeAccess{}
 			if err := b.k8s.Get(ctx, client.ObjectKey{Name: "everyone"}, na); err != nil {
 				return Result{}, err
@@ -72,6 +78,24 @@ func (b *bench) grantUpdateRevoke(step string) func() (Result, error) {
 			return r, err
 		}
 	}
+}
+
+// waitInSync waits until the NodeAccess's status counts every node it
+// selects in sync at its generation: the reports of the change before have
+// all been written (at 1,000 nodes they are spread over 20 s), so the next
+// change is timed on a quiet system, as the floor is, and not against
+// the tail of the one before. The churn times changes on a busy one.
+func (b *bench) waitInSync(ctx context.Context, name string) error {
+	return waitFor(reportWait, "NodeAccess "+name+" in sync on every node it selects", func() error {
+		na := &nav1.NodeAccess{}
+		if err := b.k8s.Get(ctx, client.ObjectKey{Name: name}, na); err != nil {
+			return err
+		}
+		if st := na.Status; st.ObservedGeneration != na.Generation || st.SelectedNodes == 0 || st.NodesInSync != st.SelectedNodes {
+			return fmt.Errorf("%d of %d nodes in sync at generation %d (status at %d)", st.NodesInSync, st.SelectedNodes, na.Generation, st.ObservedGeneration)
+		}
+		return nil
+	})
 }
 
 // updateNA applies mutate to the NodeAccess, retrying conflicts, and
