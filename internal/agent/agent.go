@@ -14,6 +14,11 @@
 // The agent is built on client-go alone, not on a controller manager: it
 // reads two kinds, writes one, and runs on every node, so its memory is
 // paid once per node.
+//
+// Its own Node and ConfigMap types (coretypes.go) are no API of the
+// project: the marker below keeps CRD generation out of the package.
+//
+// +kubebuilder:skip
 package agent
 
 import (
