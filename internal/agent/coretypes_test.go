@@ -2,8 +2,11 @@ package agent
 
 import (
 	"os/exec"
+	"reflect"
 	"strings"
 	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // TestAgentLinksNoCoreAPITypes keeps k8s.io/api out of the agent's
@@ -22,5 +25,25 @@ func TestAgentLinksNoCoreAPITypes(t *testing.T) {
 		if dep == "k8s.io/api" || strings.HasPrefix(dep, "k8s.io/api/") {
 			t.Errorf("the agent links %s", dep)
 		}
+	}
+}
+
+// The informer's store hands out the objects the agent reads; a copy of
+// one must share nothing with it, down to the labels and the data.
+func TestCoreTypeCopiesShareNothing(t *testing.T) {
+	nodes := &nodeMetaList{Items: []nodeMeta{{ObjectMeta: metav1.ObjectMeta{Name: "n", Labels: map[string]string{"pool": "a"}}}}}
+	cms := &configMapList{Items: []configMap{{ObjectMeta: metav1.ObjectMeta{Name: "c"}, Data: map[string]string{"keys": "pool"}}}}
+	nodeCopy := nodes.DeepCopyObject().(*nodeMetaList)
+	cmCopy := cms.DeepCopyObject().(*configMapList)
+	if !reflect.DeepEqual(nodeCopy, nodes) || !reflect.DeepEqual(cmCopy, cms) {
+		t.Fatalf("copies differ: %#v %#v", nodeCopy, cmCopy)
+	}
+	nodeCopy.Items[0].Labels["pool"] = "b"
+	cmCopy.Items[0].Data["keys"] = "zone"
+	if nodes.Items[0].Labels["pool"] != "a" || cms.Items[0].Data["keys"] != "pool" {
+		t.Fatalf("a copy shares its maps with the original: %v %v", nodes.Items[0].Labels, cms.Items[0].Data)
+	}
+	if (&nodeMetaList{}).DeepCopyObject().(*nodeMetaList).Items != nil {
+		t.Fatal("a list without items copied into one with an empty slice")
 	}
 }
