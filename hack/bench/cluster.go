@@ -188,7 +188,7 @@ func (b *bench) startProcAgent(name, root string) (*localcluster.Process, error)
 	host, port, _ := net.SplitHostPort(b.sshdAddr)
 	// The environment the agent DaemonSet gives the container.
 	var env []string
-	for _, v := range agentdaemonset.Env() {
+	for _, v := range agentdaemonset.RuntimeEnv() {
 		env = append(env, v.Name+"="+v.Value)
 	}
 	return b.cluster.StartProcessEnv(filepath.Join(b.dir, "logs"), "agent-"+name, env, filepath.Join(b.o.work, "bin", "agent"),

@@ -33,8 +33,8 @@ const (
 	GoGC        = "50"
 )
 
-// Env is the Go runtime's part of the agent container's environment.
-func Env() []corev1.EnvVar {
+// RuntimeEnv is the Go runtime's part of the agent container's environment.
+func RuntimeEnv() []corev1.EnvVar {
 	return []corev1.EnvVar{
 		// The Go runtime collects harder as the heap nears this, below the container's limit.
 		{Name: "GOMEMLIMIT", Value: GoMemLimit},
@@ -240,7 +240,7 @@ func DaemonSet(o Options) *appsv1.DaemonSet {
 							{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
 							{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
 							{Name: "HOST_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}},
-						}, Env()...),
+						}, RuntimeEnv()...),
 						SecurityContext: securityContext,
 						Resources: corev1.ResourceRequirements{
 							Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("5m"), corev1.ResourceMemory: resource.MustParse("24Mi")},
