@@ -390,16 +390,24 @@ func (a *Agent) applyAccount(name string, sections []authorizedkeys.Section, uid
 		sections = nil
 	}
 	var before, rendered []byte
+	var span authorizedkeys.Span
 	var written []authorizedkeys.Section
 	last, hadLast := a.lastWrites[name]
 	reused := false
 	result, err := a.writer.UpdateAccount(acct, func(current []byte) ([]byte, error) {
 		before, written, reused = current, sections, false
-		if hadLast && last.holds(current, sections) {
+		ours := hadLast && last.wrote(current)
+		if ours && last.rendered(sections) {
 			reused, rendered = true, current
 			return current, nil
 		}
-		out, err := authorizedkeys.Render(current, sections)
+		var out []byte
+		var err error
+		if ours {
+			out, span, err = authorizedkeys.Rerender(current, last.span, sections)
+		} else {
+			out, span, err = authorizedkeys.RenderSpan(current, sections)
+		}
 		rendered = out // only ever remembered when the pass refused nothing
 		if err == nil && len(out) > nodewriter.MaxFileBytes {
 			// Too large with every key: remove what must go, add nothing.
@@ -420,7 +428,7 @@ func (a *Agent) applyAccount(name string, sections []authorizedkeys.Section, uid
 	case err == nil:
 		res.held = authorizedkeys.Count(written)
 		if res.refused == nil && len(res.held) > 0 {
-			a.lastWrites[name] = lastWrite{sections: sections, sum: sha256.Sum256(rendered), held: maps.Clone(res.held)}
+			a.lastWrites[name] = lastWrite{sections: sections, sum: sha256.Sum256(rendered), span: span, held: maps.Clone(res.held)}
 		}
 	case result.State == nodewriter.Read:
 		// Nothing was written: the file holds what it held.

@@ -17,7 +17,7 @@ import (
 // package.)
 type reuseHost struct{ Root string }
 
-func newReuseHost(t *testing.T) reuseHost {
+func newReuseHost(t testing.TB) reuseHost {
 	t.Helper()
 	h := reuseHost{Root: t.TempDir()}
 	must := func(err error) {
@@ -59,8 +59,9 @@ func TestLastWriteComparesEverySectionField(t *testing.T) {
 	}
 }
 
-// A pass that reuses its last render leaves exactly what a full render
-// would: a hand edit is repaired, a changed grant is written, and nothing
+// A pass that reuses its last render, or the place of its last block,
+// leaves exactly what a full render would: a hand edit is repaired, a
+// changed grant is written, the user's own lines stay, and nothing
 // is remembered from a pass that refused keys (root, a file too large) or
 // could not find the account, so the next pass renders in full.
 func TestApplyAccountReusesOnlyItsOwnLastRender(t *testing.T) {
@@ -109,13 +110,40 @@ func TestApplyAccountReusesOnlyItsOwnLastRender(t *testing.T) {
 		t.Fatalf("after a hand edit: changed %v, file\n%s", res.changed, h.Read("alice"))
 	}
 
-	// The grant's key changes: a full render.
+	// The grant's key changes: a new block in the old one's place.
 	changed := []authorizedkeys.Section{{Owner: sections[0].Owner, UID: sections[0].UID, Keys: []authorizedkeys.Key{
 		{Options: `from="10.0.0.1"`, Type: sections[0].Keys[0].Type, Base64: sections[0].Keys[0].Base64, Comment: "alice"},
 	}}}
 	wantChanged, _ := authorizedkeys.Render([]byte("# alice's own\n"), changed)
 	if res := apply("a changed grant", changed); !res.changed || h.Read("alice") != string(wantChanged) {
 		t.Fatalf("a changed grant: changed %v, file\n%s", res.changed, h.Read("alice"))
+	}
+
+	// Alice adds lines above and below the block, and the grant changes
+	// back: the file is no longer the one the agent wrote, so it is parsed
+	// again, and her lines stay where she put them.
+	mine := "# alice's laptop\n" + string(wantChanged) + "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHerOwnHerOwnHerOwnHerOwnHerOwnHerOwnHerO alice@desk"
+	if err := os.WriteFile(h.KeysFile("alice"), []byte(mine), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wantMine, _ := authorizedkeys.Render([]byte(mine), sections)
+	if res := apply("her lines, then a changed grant", sections); !res.changed || h.Read("alice") != string(wantMine) ||
+		!strings.HasPrefix(string(wantMine), "# alice's laptop\n"+authorizedkeys.BeginMarker) || !strings.HasSuffix(string(wantMine), " alice@desk") {
+		t.Fatalf("her lines, then a changed grant: changed %v, file\n%s", res.changed, h.Read("alice"))
+	}
+	// Every grant goes, then one comes back: the block leaves her lines as
+	// they were, and a new one goes to the top, as a full render puts it.
+	wantNone, _ := authorizedkeys.Render([]byte(wantMine), nil)
+	apply("no grant", nil)
+	if h.Read("alice") != string(wantNone) || wantNone == nil || strings.Contains(string(wantNone), authorizedkeys.BeginMarker) {
+		t.Fatalf("no grant: file\n%s", h.Read("alice"))
+	}
+	wantBack, _ := authorizedkeys.Render(wantNone, changed)
+	if res := apply("a grant again", changed); !res.changed || h.Read("alice") != string(wantBack) || !strings.HasPrefix(string(wantBack), authorizedkeys.BeginMarker) {
+		t.Fatalf("a grant again: changed %v, file\n%s", res.changed, h.Read("alice"))
+	}
+	if err := os.WriteFile(h.KeysFile("alice"), []byte(wantChanged), 0o600); err != nil {
+		t.Fatal(err)
 	}
 
 	// Root under another name: refused, nothing remembered.

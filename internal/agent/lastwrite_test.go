@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"testing"
 
@@ -8,8 +9,9 @@ import (
 )
 
 // A pass reuses its last render only for the very bytes it wrote and the
-// very sections it rendered: any other file, or any change to a grant's
-// keys, name or UID, is rendered again.
+// very sections it rendered, and its block's place only for the very
+// bytes it wrote: any other file is parsed and rendered again, and any
+// change to a grant's keys, name or UID is rendered again.
 func TestLastWriteHoldsOnlyItsOwnBytesAndSections(t *testing.T) {
 	sections := []authorizedkeys.Section{{Owner: "team-a", UID: "u-1", Keys: []authorizedkeys.Key{
 		{Type: "ssh-ed25519", Base64: "AAAAC3NzaC1lZDI1NTE5AAAAIA", Comment: "alice"},
@@ -19,7 +21,7 @@ func TestLastWriteHoldsOnlyItsOwnBytesAndSections(t *testing.T) {
 		t.Fatal(err)
 	}
 	last := lastWrite{sections: sections, sum: sha256.Sum256(out)}
-	if !last.holds(append([]byte(nil), out...), cloneSections(sections)) {
+	if !last.wrote(append([]byte(nil), out...)) || !last.rendered(cloneSections(sections)) {
 		t.Fatal("the same bytes and equal sections were not recognised")
 	}
 	edited := append([]byte(nil), out...)
@@ -39,7 +41,10 @@ func TestLastWriteHoldsOnlyItsOwnBytesAndSections(t *testing.T) {
 		"another grant added":        {out, extra},
 		"every grant gone":           {out, nil},
 	} {
-		if last.holds(c.file, c.sections) {
+		if !bytes.Equal(c.file, out) && last.wrote(c.file) {
+			t.Errorf("%s: taken for the file the last render left", name)
+		}
+		if last.wrote(c.file) && last.rendered(c.sections) {
 			t.Errorf("%s: the last render was reused", name)
 		}
 	}

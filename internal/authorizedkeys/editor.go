@@ -463,9 +463,19 @@ func (p *Parsed) Damaged() bool { return p.damaged }
 // It is deterministic and idempotent. On invalid input it returns an error
 // and the caller must write nothing.
 func Render(content []byte, sections []Section) ([]byte, error) {
+	out, _, err := RenderSpan(content, sections)
+	return out, err
+}
+
+// Span is where a render put the managed block in its output: the bytes
+// [Start, End). A render that writes no block returns the zero Span.
+type Span struct{ Start, End int }
+
+// RenderSpan is Render, and also says where the block is in its output.
+func RenderSpan(content []byte, sections []Section) ([]byte, Span, error) {
 	block, err := renderBlock(sections)
 	if err != nil {
-		return nil, err
+		return nil, Span{}, err
 	}
 	p := parse(content, false)
 	var out bytes.Buffer
@@ -474,9 +484,16 @@ func Render(content []byte, sections []Section) ([]byte, error) {
 	if at < 0 {
 		at = 0 // a new block goes at the top: the user's lines stay byte for byte
 	}
+	var span Span
+	put := func() {
+		if len(block) > 0 {
+			span = Span{Start: out.Len(), End: out.Len() + len(block)}
+			out.Write(block)
+		}
+	}
 	for i, l := range p.outside {
 		if i == at {
-			out.Write(block)
+			put()
 		}
 		out.WriteString(l.text)
 		out.WriteString(l.eol)
@@ -485,9 +502,35 @@ func Render(content []byte, sections []Section) ([]byte, error) {
 		if n := len(p.outside); n > 0 && p.outside[n-1].eol == "" && len(block) > 0 {
 			out.WriteByte('\n') // the block follows a last line that had no newline
 		}
-		out.Write(block)
+		put()
 	}
-	return out.Bytes(), nil
+	return out.Bytes(), span, nil
+}
+
+// Rerender is RenderSpan for content that a render returned, byte for
+// byte, with its block at span: it renders the new block and puts it in
+// the old one's place, without parsing the lines around it. Every line
+// outside a rendered block is one that a parse keeps, where it is, and a
+// new block goes where the old one was (or at the top when there was
+// none), so the result is what RenderSpan(content, sections) returns. The
+// caller must know the precondition holds (for example, content has the
+// digest of what it wrote); for any other content, use RenderSpan.
+func Rerender(content []byte, span Span, sections []Section) ([]byte, Span, error) {
+	if span.Start < 0 || span.End < span.Start || span.End > len(content) {
+		return nil, Span{}, fmt.Errorf("block span [%d, %d) is outside the %d bytes of the file", span.Start, span.End, len(content))
+	}
+	block, err := renderBlock(sections)
+	if err != nil {
+		return nil, Span{}, err
+	}
+	out := make([]byte, 0, len(content)-(span.End-span.Start)+len(block))
+	out = append(out, content[:span.Start]...)
+	out = append(out, block...)
+	out = append(out, content[span.End:]...)
+	if len(block) == 0 {
+		return out, Span{}, nil
+	}
+	return out, Span{Start: span.Start, End: span.Start + len(block)}, nil
 }
 
 // renderBlock writes the managed block for sections, or nothing when no
