@@ -108,3 +108,20 @@ func TestTrackerTimesTheRenameNotItsOwnDelay(t *testing.T) {
 		t.Fatalf("latency %v; the rename came %v after the start, and the tracker's 300 ms delay must not count", got, renamed)
 	}
 }
+
+// A blob counts only as a whole field, whether a few waits search the
+// bytes or many index the fields.
+func TestFieldSearchMatchesWholeFieldsOnly(t *testing.T) {
+	content := []byte("# own\nno-pty ssh-ed25519 AAAAkey1 alice nodeaccess=a\r\nssh-ed25519 AAAAkey2xyz bob\nssh-ed25519 AAAAkey3")
+	for _, waits := range []int{1, 5} {
+		has := fieldSearch(content, waits)
+		for blob, want := range map[string]bool{
+			"AAAAkey1": true, "AAAAkey3": true, "AAAAkey2xyz": true, "AAAAkey2": false, "key1": false,
+			"AAAAkey": false, "ssh-ed25519": true, "nodeaccess=a": true, "": false,
+		} {
+			if got := has([]byte(blob)); got != want {
+				t.Errorf("%d waits: %q found %v, want %v", waits, blob, got, want)
+			}
+		}
+	}
+}
