@@ -50,7 +50,7 @@ func (b *bench) baseline() (Result, error) {
 		if err != nil {
 			return Result{}, err
 		}
-		p, err := newPoller(agentConfig(b.cluster.Config, name), name, root)
+		p, err := newPoller(agentConfig(b.agentBase, name), name, root)
 		if err != nil {
 			return Result{}, err
 		}

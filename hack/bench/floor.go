@@ -70,7 +70,7 @@ func (b *bench) floor(scenario, object string, watchers, updates int) (Result, e
 	// Every watch on a connection of its own, from the ConfigMap's version;
 	// when Watch returns, the server has answered it.
 	if err := parallel(ids, 50, func(id string) error {
-		cfg := agentConfig(b.cluster.Config, id)
+		cfg := agentConfig(b.agentBase, id)
 		cfg.UserAgent = "bench-floor/" + object + "/" + id // not counted as an agent's
 		c, err := corev1client.NewForConfig(cfg)
 		if err != nil {
