@@ -22,6 +22,10 @@ func (c *byteCounter) snapshot() byteCount {
 	return byteCount{total: c.total.Load(), watch: c.watch.Load(), reads: c.reads.Load()}
 }
 
+func (a byteCount) plus(b byteCount) byteCount {
+	return byteCount{total: a.total + b.total, watch: a.watch + b.watch, reads: a.reads + b.reads}
+}
+
 func (a byteCount) sub(b byteCount) byteCount {
 	return byteCount{total: a.total - b.total, watch: a.watch - b.watch, reads: a.reads - b.reads}
 }

@@ -38,6 +38,28 @@ func (c requestCounts) renderedAfter(name string, t time.Time) time.Time {
 	return first
 }
 
+// add adds the counts of another window to c.
+func (c *requestCounts) add(o requestCounts) {
+	if c.byKey == nil {
+		c.byKey, c.agentsByPrefix, c.renderedWrites = map[string]int{}, map[string]int{}, map[string][]time.Time{}
+	}
+	for k, n := range o.byKey {
+		c.byKey[k] += n
+	}
+	for k, n := range o.agentsByPrefix {
+		c.agentsByPrefix[k] += n
+	}
+	for k, at := range o.renderedWrites {
+		c.renderedWrites[k] = append(c.renderedWrites[k], at...)
+	}
+	c.managerWrites += o.managerWrites
+	c.agentRequests += o.agentRequests
+	c.agentWrites += o.agentWrites
+	if !o.renderedWrittenAt.IsZero() && (c.renderedWrittenAt.IsZero() || o.renderedWrittenAt.Before(c.renderedWrittenAt)) {
+		c.renderedWrittenAt = o.renderedWrittenAt
+	}
+}
+
 func (c requestCounts) agentRequestsOf(prefix string) int { return c.agentsByPrefix[prefix] }
 
 type auditEvent struct {

@@ -61,7 +61,7 @@ func writeDoc(o options, results []Result) error {
 			r.ManagerRSSMiB, agentRSS, agentPrivate, r.ManagerCPUs)
 	}
 	t.WriteString("\nFloor rows: `floor` is one ConfigMap update reaching one watcher per node, `floor-pool` reaching one pool's watchers while the others stay connected; changes are updates, one at a time.\n")
-	t.WriteString("\nWhere a single change's time goes (the manager's part: from the API call to its write of the rendered grant completing, from the audit log; the rest is the delivery to the agents and their passes):\n\n")
+	t.WriteString("\nWhere a single change's time goes (the manager's part: from the API call to its write of the rendered grant completing, from the audit log, the median over the step's changes; the rest is the delivery to the agents and their passes):\n\n")
 	for _, r := range results {
 		if r.RenderedMs > 0 {
 			fmt.Fprintf(&t, "- %s, %d nodes: rendered grant written after %.0f ms; then %.0f ms to the median node's file, %.0f ms to the p99 node's.\n",

@@ -69,6 +69,7 @@ type options struct {
 	churnFor      time.Duration
 	lateAfter     time.Duration
 	floorUpdates  int
+	singleChanges int
 	baselineNodes int
 	pollEvery     time.Duration
 	idle          time.Duration
@@ -92,6 +93,7 @@ func main() {
 	flag.DurationVar(&o.churnFor, "churn-for", time.Minute, "How long the churn lasts.")
 	flag.DurationVar(&o.lateAfter, "late-after", 100*time.Millisecond, "A churn change issued more than this after its schedule counts as late.")
 	flag.IntVar(&o.floorUpdates, "floor-updates", 20, "Updates of the floor's ConfigMap.")
+	flag.IntVar(&o.singleChanges, "single-changes", 3, "Changes of each of grant, update and revoke, each timed on a quiet cluster; their samples make the step's percentiles.")
 	flag.IntVar(&o.baselineNodes, "baseline-nodes", 100, "Nodes of the polling baseline (0 skips it).")
 	flag.DurationVar(&o.pollEvery, "poll-every", time.Minute, "The baseline's polling interval.")
 	flag.DurationVar(&o.idle, "idle", 30*time.Second, "Steady-state window in which agents' requests are counted.")
@@ -109,8 +111,8 @@ func main() {
 		}
 		o.nodes = append(o.nodes, n)
 	}
-	if o.poolSize < 1 || o.nodeAccess < 0 || o.churnKeys < 1 || o.churnRate < 1 || o.floorUpdates < 1 {
-		fmt.Fprintln(os.Stderr, "bench: -pool-size, -churn-keys, -churn-rate and -floor-updates must be positive, -nodeaccess not negative")
+	if o.poolSize < 1 || o.nodeAccess < 0 || o.churnKeys < 1 || o.churnRate < 1 || o.floorUpdates < 1 || o.singleChanges < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -pool-size, -churn-keys, -churn-rate, -floor-updates and -single-changes must be positive, -nodeaccess not negative")
 		os.Exit(2)
 	}
 	ctrl.SetLogger(logr.Discard())

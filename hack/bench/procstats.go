@@ -37,6 +37,12 @@ func (b *bench) cpuTimes() cpuTimes {
 		manager: cpu(b.manager.Pid()), bench: cpu(os.Getpid())}
 }
 
+// plus is c with the CPU used from start to end added.
+func (c cpuTimes) plus(end, start cpuTimes) cpuTimes {
+	return cpuTimes{apiServer: c.apiServer + end.apiServer - start.apiServer, etcd: c.etcd + end.etcd - start.etcd,
+		manager: c.manager + end.manager - start.manager, bench: c.bench + end.bench - start.bench}
+}
+
 // perChange is the CPU used since start, in milliseconds per change.
 func (c cpuTimes) perChange(start cpuTimes, changes int) *CPUPerChange {
 	ms := func(now, then float64) float64 { return (now - then) * 1000 / float64(changes) }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,61 +24,97 @@ import (
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
 )
 
-// grantUpdateRevoke returns the scenario: one NodeAccess selecting every
-// node; grant creates it, update adds a key, revoke deletes it.
+// grantUpdateRevoke returns the scenario of one step: grant creates
+// singleChanges NodeAccess selecting every node, one after the other;
+// update adds a key to each; revoke deletes each. Each change starts once
+// the cluster is quiet again after the one before: every NodeAccess in
+// sync on every node for grant and update (so every report of the change
+// before is written), the NodeAccess before gone for revoke (its
+// finalizer leaves once every node proved its keys gone). Each change is
+// timed and counted in a window of its own, as a scenario of one change
+// is; the step's figures are over all of them, so its p99 is read over
+// singleChanges × nodes samples rather than one event's slowest nodes.
 func (b *bench) grantUpdateRevoke(step string) func() (Result, error) {
 	return func() (Result, error) {
 		ctx := context.Background()
 		nodes := b.nodeNames("")
-		switch step {
-		case "grant":
-			k := newKey("grant")
-			m := b.mark()
-			w := b.tracker.expect(k.blob, true, nodes)
-			na := nodeAccess("everyone", map[string]string{"bench": "yes"}, k.line)
-			if err := b.k8s.Create(ctx, na); err != nil {
-				return Result{}, err
-			}
-			return b.finish("grant", m, len(nodes), w)
-		case "update":
-			if err := b.waitInSync(ctx, "everyone"); err != nil {
-				return Result{}, err
-			}
-			k := newKey("update")
-			m := b.mark()
-			w := b.tracker.expect(k.blob, true, nodes)
-			if err := b.updateNA(ctx, "everyone", func(na *nav1.NodeAccess) {
-				na.Spec.Users[0].Keys = append(na.Spec.Users[0].Keys, nav1.AuthorizedKey{Key: k.line})
-			}); err != nil {
-				return Result{}, err
-			}
-			return b.finish("update", m, len(nodes), w)
-		default:
-			if err := b.waitInSync(ctx, "everyone"); err != nil {
-				return Result{}, err
-			}
-			na := &nav1.NodeAccess{}
-			if err := b.k8s.Get(ctx, client.ObjectKey{Name: "everyone"}, na); err != nil {
-				return Result{}, err
-			}
-			blob := strings.Fields(na.Spec.Users[0].Keys[0].Key)[1]
-			m := b.mark()
-			w := b.tracker.expect(blob, false, nodes)
-			if err := b.k8s.Delete(ctx, na); err != nil {
-				return Result{}, err
-			}
-			r, err := b.finish("revoke", m, len(nodes), w)
-			if err == nil {
-				err = waitFor(2*time.Minute, "NodeAccess everyone gone", func() error {
-					if err := b.k8s.Get(ctx, client.ObjectKey{Name: "everyone"}, &nav1.NodeAccess{}); err == nil {
-						return errors.New("still there")
-					}
-					return nil
-				})
-			}
-			return r, err
+		names := make([]string, max(b.o.singleChanges, 1))
+		for i := range names {
+			names[i] = fmt.Sprintf("everyone-%d", i)
 		}
+		var acc windows
+		for i, name := range names {
+			var w *wait
+			var m mark
+			switch step {
+			case "grant":
+				if i > 0 {
+					if err := b.waitInSync(ctx, names[i-1]); err != nil {
+						return Result{}, err
+					}
+				}
+				k := newKey("grant")
+				m = b.mark()
+				w = b.tracker.expect(k.blob, true, nodes)
+				if err := b.k8s.Create(ctx, nodeAccess(name, map[string]string{"bench": "yes"}, k.line)); err != nil {
+					return Result{}, err
+				}
+			case "update":
+				for _, n := range names {
+					if err := b.waitInSync(ctx, n); err != nil {
+						return Result{}, err
+					}
+				}
+				k := newKey("update")
+				m = b.mark()
+				w = b.tracker.expect(k.blob, true, nodes)
+				if err := b.updateNA(ctx, name, func(na *nav1.NodeAccess) {
+					na.Spec.Users[0].Keys = append(na.Spec.Users[0].Keys, nav1.AuthorizedKey{Key: k.line})
+				}); err != nil {
+					return Result{}, err
+				}
+			default:
+				if i == 0 {
+					for _, n := range names {
+						if err := b.waitInSync(ctx, n); err != nil {
+							return Result{}, err
+						}
+					}
+				} else if err := b.waitGone(ctx, names[i-1]); err != nil {
+					return Result{}, err
+				}
+				na := &nav1.NodeAccess{}
+				if err := b.k8s.Get(ctx, client.ObjectKey{Name: name}, na); err != nil {
+					return Result{}, err
+				}
+				blob := strings.Fields(na.Spec.Users[0].Keys[0].Key)[1]
+				m = b.mark()
+				w = b.tracker.expect(blob, false, nodes)
+				if err := b.k8s.Delete(ctx, na); err != nil {
+					return Result{}, err
+				}
+			}
+			if err := b.closeWindow(&acc, m, w); err != nil {
+				return Result{}, fmt.Errorf("%s: %w", step, err)
+			}
+		}
+		if step == "revoke" {
+			if err := b.waitGone(ctx, names[len(names)-1]); err != nil {
+				return Result{}, err
+			}
+		}
+		return acc.result(step, len(names)*len(nodes)), nil
 	}
+}
+
+// waitGone waits until the NodeAccess is gone.
+func (b *bench) waitGone(ctx context.Context, name string) error {
+	return waitFor(2*time.Minute, "NodeAccess "+name+" gone", func() error {
+		if err := b.k8s.Get(ctx, client.ObjectKey{Name: name}, &nav1.NodeAccess{}); err == nil {
+			return errors.New("still there")
+		}
+		return nil
+	})
 }
 
 // waitInSync waits until the NodeAccess's status counts every node it
@@ -161,38 +198,75 @@ func (b *bench) finish(name string, m mark, concerned int, waits ...*wait) (Resu
 
 // finishCounted is finish, also returning the audit log's counts.
 func (b *bench) finishCounted(name string, m mark, concerned int, waits ...*wait) (Result, requestCounts, error) {
-	var samples []time.Duration
+	var acc windows
+	if err := b.closeWindow(&acc, m, waits...); err != nil {
+		return Result{}, acc.counts, fmt.Errorf("%s: %w", name, err)
+	}
+	return acc.result(name, concerned), acc.counts, nil
+}
+
+// windows are the measurement windows of a scenario's changes, each from
+// its mark to 3 s after the last file it waited for, summed.
+type windows struct {
+	samples, delays []time.Duration
+	cpu             cpuTimes
+	bytes           byteCount
+	counts          requestCounts
+	// rendered is, per window of one change, the time from its mark to
+	// the manager's write of the rendered grant completing, in ms.
+	rendered []float64
+	changes  int
+}
+
+// closeWindow waits for the waits' file changes, lets the requests that
+// follow them (reports, status writes) settle for 3 s, and adds the window
+// that m opened.
+func (b *bench) closeWindow(acc *windows, m mark, waits ...*wait) error {
 	for _, w := range waits {
 		got, err := w.done(3 * time.Minute)
 		if err != nil {
-			return Result{}, requestCounts{}, fmt.Errorf("%s: %w", name, err)
+			return err
 		}
-		samples = append(samples, got...)
+		acc.samples = append(acc.samples, got...)
 	}
 	time.Sleep(3 * time.Second) // the window in which reports and status writes follow the files
-	changes := len(waits)
-	r := Result{Scenario: name, Changes: changes, Samples: len(samples), ConcernedNodes: float64(concerned) / float64(changes)}
-	r.P50ms, r.P95ms, r.P99ms, r.MaxMs = percentiles(samples)
-	r.TrackerDelayP50ms, _, r.TrackerDelayP99ms, _ = percentiles(b.tracker.ownDelays())
-	r.CPU = b.cpuTimes().perChange(m.cpu, changes)
-	bytes := b.bytes.snapshot().sub(m.bytes)
-	r.BytesPerChange = float64(bytes.total) / float64(changes)
-	r.WatchBytesPerChange = float64(bytes.watch) / float64(changes)
+	acc.delays = append(acc.delays, b.tracker.ownDelays()...)
+	acc.cpu = acc.cpu.plus(b.cpuTimes(), m.cpu)
+	acc.bytes = acc.bytes.plus(b.bytes.snapshot().sub(m.bytes))
+	counts, err := countRequests(b.audit, m.at, time.Now())
+	if err != nil {
+		return err
+	}
+	acc.counts.add(counts)
+	if len(waits) == 1 && !counts.renderedWrittenAt.IsZero() {
+		acc.rendered = append(acc.rendered, float64(counts.renderedWrittenAt.Sub(m.at).Microseconds())/1000)
+	}
+	acc.changes += len(waits)
+	return nil
+}
+
+// result is the scenario's figures over its windows; concerned is the
+// number of (change, in-process node) pairs the changes concern.
+func (acc *windows) result(name string, concerned int) Result {
+	changes := max(acc.changes, 1)
+	r := Result{Scenario: name, Changes: acc.changes, Samples: len(acc.samples), ConcernedNodes: float64(concerned) / float64(changes)}
+	r.P50ms, r.P95ms, r.P99ms, r.MaxMs = percentiles(acc.samples)
+	r.TrackerDelayP50ms, _, r.TrackerDelayP99ms, _ = percentiles(acc.delays)
+	r.CPU = acc.cpu.perChange(cpuTimes{}, changes)
+	r.BytesPerChange = float64(acc.bytes.total) / float64(changes)
+	r.WatchBytesPerChange = float64(acc.bytes.watch) / float64(changes)
 	if r.ConcernedNodes > 0 {
 		r.BytesPerConcernedNode = r.BytesPerChange / r.ConcernedNodes
 	}
-	counts, err := countRequests(b.audit, m.at, time.Now())
-	if err != nil {
-		return r, counts, err
+	r.ByClient = acc.counts.byKey
+	r.ManagerWrites = float64(acc.counts.managerWrites) / float64(changes)
+	r.AgentRequests = float64(acc.counts.agentRequests) / float64(changes)
+	r.AgentWrites = float64(acc.counts.agentWrites) / float64(changes)
+	if n := len(acc.rendered); n > 0 && n == acc.changes {
+		sorted := slices.Sorted(slices.Values(acc.rendered))
+		r.RenderedMs = sorted[n/2]
 	}
-	r.ByClient = counts.byKey
-	r.ManagerWrites = float64(counts.managerWrites) / float64(changes)
-	r.AgentRequests = float64(counts.agentRequests) / float64(changes)
-	r.AgentWrites = float64(counts.agentWrites) / float64(changes)
-	if changes == 1 && !counts.renderedWrittenAt.IsZero() {
-		r.RenderedMs = float64(counts.renderedWrittenAt.Sub(m.at).Microseconds()) / 1000
-	}
-	return r, counts, nil
+	return r
 }
 
 // churn: NodeAccess of churnKeys keys each, NodeAccess i on pool i%pools;
