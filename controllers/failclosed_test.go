@@ -5,6 +5,7 @@ package controllers_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -428,4 +429,129 @@ func TestFinalizerPatchNeverBringsAnotherBack(t *testing.T) {
 	if !slices.Equal(got.Finalizers, []string{controllers.Finalizer}) {
 		t.Fatalf("finalizers %v: another controller's removed finalizer came back", got.Finalizers)
 	}
+}
+
+// A report's grant list is atomic, so the API server takes a report that
+// lists a grant twice (no agent writes one). Such a node counts as in
+// sync only when both entries say the same rendering is applied, a
+// failing entry's reason stands, and a revocation is proven only when
+// both entries say no key is left.
+func TestAGrantListedTwiceCountsOnlyWhenBothEntriesAgree(t *testing.T) {
+	const name, node = "twice", "twice-0"
+	ctx := context.Background()
+	must(t, k8sClient.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node, Labels: map[string]string{"pool": name}}}))
+	t.Cleanup(func() {
+		_ = k8sClient.Delete(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}})
+		_ = k8sClient.Delete(ctx, &nav1.NodeAccessReport{ObjectMeta: metav1.ObjectMeta{Name: node}})
+	})
+	create(t, nodeAccess(name, name, newKey(t, "k").line))
+	var g nav1.GrantReport
+	testenv.Eventually(t, timeout, "rendered", func() error {
+		na, rendered := &nav1.NodeAccess{}, &nav1.RenderedNodeAccess{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: name}, na); err != nil {
+			return err
+		}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, rendered); err != nil {
+			return err
+		}
+		g = nav1.GrantReport{Name: name, UID: string(na.UID), Generation: na.Generation, Hash: rendered.Spec.Hash, Keys: 1, Applied: true, Accounts: []string{"alice"}}
+		return nil
+	})
+	report := func(grants ...nav1.GrantReport) {
+		t.Helper()
+		r := &nav1.NodeAccessReport{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: node}, r); err != nil {
+			r = &nav1.NodeAccessReport{ObjectMeta: metav1.ObjectMeta{Name: node}, Spec: nav1.NodeAccessReportSpec{NodeName: node}}
+			must(t, k8sClient.Create(ctx, r))
+		}
+		r.Status.Grants = grants
+		must(t, k8sClient.Status().Update(ctx, r))
+	}
+	status := func(inSync int32, failing string) func() error {
+		return func() error {
+			na := &nav1.NodeAccess{}
+			if err := k8sClient.Get(ctx, client.ObjectKey{Name: name}, na); err != nil {
+				return err
+			}
+			st := na.Status
+			got := ""
+			for _, f := range st.FailingNodes {
+				got += f.Node + ":" + f.Reason
+			}
+			if st.ObservedGeneration != na.Generation || st.SelectedNodes != 1 || st.NodesInSync != inSync || got != failing {
+				return fmt.Errorf("%d of %d in sync, failing %q; want %d, failing %q", st.NodesInSync, st.SelectedNodes, got, inSync, failing)
+			}
+			return nil
+		}
+	}
+
+	stale, failing := g, g
+	stale.Hash = "an-older-rendering"
+	failing.Applied, failing.Keys, failing.Reason = false, 0, nav1.ChangedDuringEditReason
+	// Each pair in both orders, back in sync in between: neither the
+	// first entry nor the last may decide.
+	for _, pair := range [][2]nav1.GrantReport{{g, stale}, {stale, g}, {g, failing}, {failing, g}} {
+		report(g)
+		testenv.Eventually(t, timeout, "in sync with one entry", status(1, ""))
+		report(pair[0], pair[1])
+		if pair[0].Applied && pair[1].Applied {
+			testenv.Eventually(t, timeout, "not in sync when the entries disagree on the rendering", status(0, ""))
+		} else {
+			testenv.Eventually(t, timeout, "not in sync, the failing entry's reason shown", status(0, node+":"+nav1.ChangedDuringEditReason))
+		}
+	}
+
+	// The revocation: both entries must say the revoked rendering is
+	// applied with no key left.
+	na := &nav1.NodeAccess{}
+	must(t, k8sClient.Get(ctx, client.ObjectKey{Name: name}, na))
+	must(t, k8sClient.Delete(ctx, na))
+	var revoked nav1.GrantReport
+	testenv.Eventually(t, timeout, "the revocation rendered", func() error {
+		rendered := &nav1.RenderedNodeAccess{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, rendered); err != nil {
+			return err
+		}
+		if rendered.Spec.Hash == g.Hash {
+			return errors.New("still the grant's rendering")
+		}
+		revoked = g
+		revoked.Hash, revoked.Keys = rendered.Spec.Hash, 0
+		return nil
+	})
+	held := revoked
+	held.Keys = 1
+	for _, pair := range [][2]nav1.GrantReport{{revoked, held}, {held, revoked}} {
+		report(pair[0], pair[1])
+		testenv.Eventually(t, timeout, "Revoking, the node failing as still holding a key", func() error {
+			got := &nav1.NodeAccess{}
+			if err := k8sClient.Get(ctx, client.ObjectKey{Name: name}, got); err != nil {
+				return err
+			}
+			if len(got.Status.FailingNodes) != 1 || got.Status.FailingNodes[0].Node != node || got.Status.FailingNodes[0].Reason != nav1.RevocationFailedReason {
+				return fmt.Errorf("failing %+v", got.Status.FailingNodes)
+			}
+			return nil
+		})
+		if err := gone(name)(); err == nil {
+			t.Fatal("released while one entry says a key is left")
+		}
+		// Between the two orders, a report the manager reads as pending
+		// for another reason, so that the next one is seen anew.
+		waiting := revoked
+		waiting.Hash = "an-older-rendering"
+		report(waiting)
+		testenv.Eventually(t, timeout, "Revoking, waiting for the node", func() error {
+			got := &nav1.NodeAccess{}
+			if err := k8sClient.Get(ctx, client.ObjectKey{Name: name}, got); err != nil {
+				return err
+			}
+			if len(got.Status.FailingNodes) != 1 || got.Status.FailingNodes[0].Reason != nav1.WaitingForNodesReason {
+				return fmt.Errorf("failing %+v", got.Status.FailingNodes)
+			}
+			return nil
+		})
+	}
+	report(revoked, revoked)
+	testenv.Eventually(t, timeout, "released once both entries say no key is left", gone(name))
 }
