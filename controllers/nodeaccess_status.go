@@ -53,13 +53,7 @@ func (r *NodeAccessReconciler) observe(ctx context.Context, na *nav1.NodeAccess)
 	}
 	accounts := names(na)
 	for _, rep := range reports.Items {
-		for _, g := range rep.Status.Grants {
-			if g.UID != string(na.UID) {
-				continue
-			}
-			if prev, twice := obs.reports[rep.Name]; twice {
-				g = ambiguous(prev, g)
-			}
+		if g, ok := rep.Status.Grant(string(na.UID)); ok {
 			obs.reports[rep.Name] = g
 		}
 		for _, l := range rep.Status.Logins {
@@ -71,22 +65,6 @@ func (r *NodeAccessReconciler) observe(ctx context.Context, na *nav1.NodeAccess)
 		}
 	}
 	return obs, nil
-}
-
-// ambiguous is what a report that lists one grant twice says of it: the
-// list is atomic, so the API server does not refuse a duplicate, and no
-// agent writes one. Either entry may be the true one, so the grant is
-// applied only if both say so for the same rendering, its keys are the
-// larger count (a revocation is proven only when both say none), and the
-// entry that says it is not applied gives the reason.
-func ambiguous(a, b nav1.GrantReport) nav1.GrantReport {
-	out := a
-	if a.Applied && !b.Applied {
-		out = b
-	}
-	out.Applied = a.Applied && b.Applied && a.Hash == b.Hash
-	out.Keys = max(a.Keys, b.Keys)
-	return out
 }
 
 // names returns the accounts a NodeAccess names.

@@ -56,12 +56,10 @@ type NodeAccessReportStatus struct {
 
 	// grants lists every NodeAccess that selects this node, and every one
 	// whose keys are, or may be, still on it, with the rendered hash the
-	// agent applied. Grants not applied come first. Only the node's agent
-	// writes the list, always whole, so it is atomic: the report's managed
-	// fields then name the list, not every field of every grant, which
-	// made a report write about a third dearer for the API server and
-	// every report a third larger. A reader treats a grant listed twice
-	// as not applied.
+	// agent applied. Grants not applied come first. The node's agent
+	// writes the list whole (it is atomic); a grant listed twice counts as
+	// applied only when both entries say so for the same hash, and as
+	// holding the larger count of keys.
 	// +optional
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=512

@@ -209,10 +209,5 @@ func grantIn(rep *nav1.NodeAccessReport, uid string) (nav1.GrantReport, bool) {
 	if rep == nil {
 		return nav1.GrantReport{}, false
 	}
-	for _, g := range rep.Status.Grants {
-		if g.UID == uid {
-			return g, true
-		}
-	}
-	return nav1.GrantReport{}, false
+	return rep.Status.Grant(uid)
 }

@@ -156,9 +156,7 @@ func Who(node *corev1.Node, rendered []nav1.RenderedNodeAccess, report *nav1.Nod
 		if c := meta.FindStatusCondition(report.Status.Conditions, nav1.ReadyCondition); c != nil {
 			res.Ready = string(c.Status)
 		}
-		for _, g := range report.Status.Grants {
-			reported[g.UID] = g
-		}
+		reported = report.Status.GrantsByUID()
 	}
 	plan := desiredstate.ForNode(node.Labels, rendered, now, desiredstate.Options{})
 
