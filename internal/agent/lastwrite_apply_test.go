@@ -51,11 +51,11 @@ func (h reuseHost) Read(user string) string {
 	return string(data)
 }
 
-// lastWrite.holds compares a Section field by field: a field added to
-// Section must be compared there too.
+// lastWrite.rendered compares a Section field by field: a field added
+// to Section must be compared there too.
 func TestLastWriteComparesEverySectionField(t *testing.T) {
 	if n := reflect.TypeFor[authorizedkeys.Section]().NumField(); n != 3 {
-		t.Fatalf("authorizedkeys.Section has %d fields; lastWrite.holds compares 3", n)
+		t.Fatalf("authorizedkeys.Section has %d fields; lastWrite.rendered compares 3", n)
 	}
 }
 
@@ -131,8 +131,9 @@ func TestApplyAccountReusesOnlyItsOwnLastRender(t *testing.T) {
 		!strings.HasPrefix(string(wantMine), "# alice's laptop\n"+authorizedkeys.BeginMarker) || !strings.HasSuffix(string(wantMine), " alice@desk") {
 		t.Fatalf("her lines, then a changed grant: changed %v, file\n%s", res.changed, h.Read("alice"))
 	}
-	// Every grant goes, then one comes back: the block leaves her lines as
-	// they were, and a new one goes to the top, as a full render puts it.
+	// Every grant goes (the block leaves her lines as they were), then one
+	// comes back: a write that left no block is not remembered, so this
+	// is a full render, which puts the new block at the top.
 	wantNone, _ := authorizedkeys.Render([]byte(wantMine), nil)
 	apply("no grant", nil)
 	if h.Read("alice") != string(wantNone) || wantNone == nil || strings.Contains(string(wantNone), authorizedkeys.BeginMarker) {

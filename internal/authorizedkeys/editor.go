@@ -670,6 +670,10 @@ func validateSection(s Section) error {
 			return fmt.Errorf("grant %s key %d: comment has control characters, is too long or contains %q", s.Owner, i, AttributionPrefix)
 		case hasControl(k.Options) || len(k.Options) > 4096:
 			return fmt.Errorf("grant %s key %d: options have control characters or are too long", s.Owner, i)
+		case k.Options != "" && (k.Options[0] == '#' || isSpace(k.Options[0])):
+			// The line would read as a comment to sshd, or as the block's
+			// END marker or a header to the next parse.
+			return fmt.Errorf("grant %s key %d: options start with %q", s.Owner, i, k.Options[:1])
 		}
 	}
 	return nil

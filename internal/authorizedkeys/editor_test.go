@@ -128,6 +128,9 @@ func TestRenderRefusesInvalidInput(t *testing.T) {
 		"bad type":                   sec("a", "uid", Key{Type: "ssh ed25519", Base64: blobA}),
 		"newline in options":         sec("a", "uid", Key{Options: "no-pty\ncommand=\"sh\"", Type: "ssh-ed25519", Base64: blobA}),
 		"carriage return in comment": sec("a", "uid", key(blobA, "x\r")),
+		"options read as the END":    sec("a", "uid", Key{Options: EndMarker, Type: "ssh-ed25519", Base64: blobA}),
+		"options read as a comment":  sec("a", "uid", Key{Options: "#no-pty", Type: "ssh-ed25519", Base64: blobA}),
+		"options after a space":      sec("a", "uid", Key{Options: " no-pty", Type: "ssh-ed25519", Base64: blobA}),
 	} {
 		if _, err := Render([]byte(user1), []Section{s}); err == nil {
 			t.Errorf("%s: accepted", name)
