@@ -43,6 +43,7 @@ func (b *bench) grantUpdateRevoke(step string) func() (Result, error) {
 			names[i] = fmt.Sprintf("everyone-%d", i)
 		}
 		var acc windows
+		var revokedUID string
 		for i, name := range names {
 			var w *wait
 			var m mark
@@ -80,7 +81,7 @@ func (b *bench) grantUpdateRevoke(step string) func() (Result, error) {
 							return Result{}, err
 						}
 					}
-				} else if err := b.waitGone(ctx, names[i-1]); err != nil {
+				} else if err := b.waitGone(ctx, names[i-1], revokedUID); err != nil {
 					return Result{}, err
 				}
 				na := &nav1.NodeAccess{}
@@ -88,6 +89,7 @@ func (b *bench) grantUpdateRevoke(step string) func() (Result, error) {
 					return Result{}, err
 				}
 				blob := strings.Fields(na.Spec.Users[0].Keys[0].Key)[1]
+				revokedUID = string(na.UID)
 				m = b.mark()
 				w = b.tracker.expect(blob, false, nodes)
 				if err := b.k8s.Delete(ctx, na); err != nil {
@@ -99,7 +101,7 @@ func (b *bench) grantUpdateRevoke(step string) func() (Result, error) {
 			}
 		}
 		if step == "revoke" {
-			if err := b.waitGone(ctx, names[len(names)-1]); err != nil {
+			if err := b.waitGone(ctx, names[len(names)-1], revokedUID); err != nil {
 				return Result{}, err
 			}
 		}
@@ -107,14 +109,37 @@ func (b *bench) grantUpdateRevoke(step string) func() (Result, error) {
 	}
 }
 
-// waitGone waits until the NodeAccess is gone.
-func (b *bench) waitGone(ctx context.Context, name string) error {
-	return waitFor(2*time.Minute, "NodeAccess "+name+" gone", func() error {
+// waitGone waits until the NodeAccess of uid is gone and no node's
+// report lists it any more: it is gone once every node has proved its
+// keys removed, and each node then writes one more report, without it,
+// spread over the report interval (20 s at 1,000 nodes).
+func (b *bench) waitGone(ctx context.Context, name, uid string) error {
+	if err := waitFor(2*time.Minute, "NodeAccess "+name+" gone", func() error {
 		if err := b.k8s.Get(ctx, client.ObjectKey{Name: name}, &nav1.NodeAccess{}); err == nil {
 			return errors.New("still there")
 		}
 		return nil
-	})
+	}); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(reportWait)
+	for {
+		var reports nav1.NodeAccessReportList
+		err := b.k8s.List(ctx, &reports)
+		listing := 0
+		for i := range reports.Items {
+			if _, ok := reports.Items[i].Status.Grant(uid); ok {
+				listing++
+			}
+		}
+		switch {
+		case err == nil && listing == 0:
+			return nil
+		case time.Now().After(deadline):
+			return fmt.Errorf("NodeAccess %s still in %d reports (%v)", name, listing, err)
+		}
+		time.Sleep(time.Second) // a list of every report: not every 200 ms
+	}
 }
 
 // waitInSync waits until the NodeAccess's status counts every node it
