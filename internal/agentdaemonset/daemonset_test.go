@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
@@ -207,5 +208,29 @@ func TestCleanExitRestartsInPlaceOnlyWhenAsked(t *testing.T) {
 	if r.Action != corev1.ContainerRestartRuleActionRestartAllContainers || r.ExitCodes == nil ||
 		r.ExitCodes.Operator != corev1.ContainerRestartRuleOnExitCodesOpIn || !slices.Equal(r.ExitCodes.Values, []int32{0}) {
 		t.Errorf("restart rule %+v, want RestartAllContainers on exit code 0 only", r)
+	}
+}
+
+// The agent's Go runtime is told its memory: a soft limit below the
+// container's (collections get harder before the kernel kills it) and a
+// garbage-collection target that keeps the small heap's growth between
+// collections at half (docs/design.md, "What an agent holds").
+func TestTheAgentsGoRuntimeKnowsItsMemory(t *testing.T) {
+	ds := DaemonSet(Options{Namespace: "nodeaccess-system", Image: "example.com/agent:1", MaxUnavailable: intstr.FromString("10%")})
+	c := ds.Spec.Template.Spec.Containers[0]
+	env := map[string]string{}
+	for _, e := range c.Env {
+		env[e.Name] = e.Value
+	}
+	if env["GOGC"] != "50" {
+		t.Errorf("GOGC is %q, want 50", env["GOGC"])
+	}
+	soft, err := resource.ParseQuantity(strings.TrimSuffix(env["GOMEMLIMIT"], "B"))
+	if err != nil {
+		t.Fatalf("GOMEMLIMIT %q: %v", env["GOMEMLIMIT"], err)
+	}
+	limit := c.Resources.Limits[corev1.ResourceMemory]
+	if limit.IsZero() || soft.Cmp(limit) >= 0 || soft.Value() < limit.Value()/2 {
+		t.Errorf("GOMEMLIMIT %s against a memory limit of %s: want below it, and not below half", soft.String(), limit.String())
 	}
 }
