@@ -84,44 +84,61 @@ type Owner struct {
 }
 
 // The checks of validateSection run for every key at every write of every
-// node, so they are byte loops rather than regular expressions (which were
-// a quarter of the agents' pass CPU under churn). validate_test.go holds the regular
-// expressions they implement and checks that both agree.
+// node, so they are byte loops over class tables rather than regular
+// expressions (which were a quarter of the agents' pass CPU under churn).
+// validate_test.go holds the regular expressions they implement and checks
+// that both agree.
 
 func isLowerAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
 func isAlnum(c byte) bool      { return isLowerAlnum(c) || c >= 'A' && c <= 'Z' }
 
-// only reports whether every byte of s is in the class.
-func only(s string, in func(byte) bool) bool {
+// class is a set of bytes, looked up by value.
+type class [256]bool
+
+func newClass(in func(byte) bool) *class {
+	var c class
+	for b := range 256 {
+		c[b] = in(byte(b))
+	}
+	return &c
+}
+
+// all reports whether every byte of s is in the class.
+func (c *class) all(s string) bool {
 	for i := 0; i < len(s); i++ {
-		if !in(s[i]) {
+		if !c[s[i]] {
 			return false
 		}
 	}
 	return true
 }
 
+var (
+	ownerChars  = newClass(func(c byte) bool { return isLowerAlnum(c) || c == '-' || c == '.' })
+	uidChars    = newClass(func(c byte) bool { return isAlnum(c) || c == '-' })
+	typeChars   = newClass(func(c byte) bool { return isAlnum(c) || c == '@' || c == '.' || c == '_' || c == '-' })
+	base64Chars = newClass(func(c byte) bool { return isAlnum(c) || c == '+' || c == '/' })
+)
+
 // validOwner: ^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$
 func validOwner(s string) bool {
-	return s != "" && isLowerAlnum(s[0]) && isLowerAlnum(s[len(s)-1]) &&
-		only(s, func(c byte) bool { return isLowerAlnum(c) || c == '-' || c == '.' })
+	return s != "" && isLowerAlnum(s[0]) && isLowerAlnum(s[len(s)-1]) && ownerChars.all(s)
 }
 
 // validUID: ^[A-Za-z0-9-]{1,64}$
 func validUID(s string) bool {
-	return s != "" && len(s) <= 64 && only(s, func(c byte) bool { return isAlnum(c) || c == '-' })
+	return s != "" && len(s) <= 64 && uidChars.all(s)
 }
 
 // validType: ^[A-Za-z0-9@._-]{1,64}$
 func validType(s string) bool {
-	return s != "" && len(s) <= 64 &&
-		only(s, func(c byte) bool { return isAlnum(c) || c == '@' || c == '.' || c == '_' || c == '-' })
+	return s != "" && len(s) <= 64 && typeChars.all(s)
 }
 
 // validBase64: ^[A-Za-z0-9+/]+={0,3}$
 func validBase64(s string) bool {
 	body := strings.TrimRight(s, "=")
-	return body != "" && len(s)-len(body) <= 3 && only(body, func(c byte) bool { return isAlnum(c) || c == '+' || c == '/' })
+	return body != "" && len(s)-len(body) <= 3 && base64Chars.all(body)
 }
 
 // hasControl: [\x00-\x1f\x7f] anywhere. Bytes of multi-byte UTF-8 sequences
@@ -373,14 +390,33 @@ func Count(sections []Section) map[Owner]int {
 	for _, s := range sections {
 		most = max(most, len(s.Keys))
 	}
-	seen := make(map[[3]string]struct{}, most)
+	// By blob: a blob seen under other options or another type is rare,
+	// and only then are a section's lines told apart in full.
+	seen := make(map[string]*Key, most)
 	for _, s := range sections {
 		clear(seen)
-		for _, k := range s.Keys {
-			seen[[3]string{k.Options, k.Type, k.Base64}] = struct{}{}
+		n := 0
+		var others map[[3]string]struct{}
+		for i := range s.Keys {
+			k := &s.Keys[i]
+			first, ok := seen[k.Base64]
+			switch {
+			case !ok:
+				seen[k.Base64] = k
+				n++
+			case first.Options == k.Options && first.Type == k.Type:
+			default:
+				if others == nil {
+					others = map[[3]string]struct{}{}
+				}
+				if _, dup := others[[3]string{k.Options, k.Type, k.Base64}]; !dup {
+					others[[3]string{k.Options, k.Type, k.Base64}] = struct{}{}
+					n++
+				}
+			}
 		}
-		if len(seen) > 0 {
-			held[Owner{Name: s.Owner, UID: s.UID}] += len(seen)
+		if n > 0 {
+			held[Owner{Name: s.Owner, UID: s.UID}] += n
 		}
 	}
 	return held
@@ -473,38 +509,38 @@ type Span struct{ Start, End int }
 
 // RenderSpan is Render, and also says where the block is in its output.
 func RenderSpan(content []byte, sections []Section) ([]byte, Span, error) {
-	block, err := renderBlock(sections)
+	blk, err := newBlock(sections)
 	if err != nil {
 		return nil, Span{}, err
 	}
 	p := parse(content, false)
-	var out bytes.Buffer
-	out.Grow(len(content) + len(block))
+	out := make([]byte, 0, len(content)+blk.size+1)
 	at := p.insertAt
 	if at < 0 {
 		at = 0 // a new block goes at the top: the user's lines stay byte for byte
 	}
 	var span Span
 	put := func() {
-		if len(block) > 0 {
-			span = Span{Start: out.Len(), End: out.Len() + len(block)}
-			out.Write(block)
+		if blk.size > 0 {
+			span.Start = len(out)
+			out = blk.appendTo(out)
+			span.End = len(out)
 		}
 	}
 	for i, l := range p.outside {
 		if i == at {
 			put()
 		}
-		out.WriteString(l.text)
-		out.WriteString(l.eol)
+		out = append(out, l.text...)
+		out = append(out, l.eol...)
 	}
 	if at >= len(p.outside) {
-		if n := len(p.outside); n > 0 && p.outside[n-1].eol == "" && len(block) > 0 {
-			out.WriteByte('\n') // the block follows a last line that had no newline
+		if n := len(p.outside); n > 0 && p.outside[n-1].eol == "" && blk.size > 0 {
+			out = append(out, '\n') // the block follows a last line that had no newline
 		}
 		put()
 	}
-	return out.Bytes(), span, nil
+	return out, span, nil
 }
 
 // Rerender is RenderSpan for content that a render returned, byte for
@@ -519,27 +555,53 @@ func Rerender(content []byte, span Span, sections []Section) ([]byte, Span, erro
 	if span.Start < 0 || span.End < span.Start || span.End > len(content) {
 		return nil, Span{}, fmt.Errorf("block span [%d, %d) is outside the %d bytes of the file", span.Start, span.End, len(content))
 	}
-	block, err := renderBlock(sections)
+	blk, err := newBlock(sections)
 	if err != nil {
 		return nil, Span{}, err
 	}
-	out := make([]byte, 0, len(content)-(span.End-span.Start)+len(block))
+	out := make([]byte, 0, len(content)-(span.End-span.Start)+blk.size)
 	out = append(out, content[:span.Start]...)
-	out = append(out, block...)
+	out = blk.appendTo(out)
+	end := len(out)
 	out = append(out, content[span.End:]...)
-	if len(block) == 0 {
+	if blk.size == 0 {
 		return out, Span{}, nil
 	}
-	return out, Span{Start: span.Start, End: span.Start + len(block)}, nil
+	return out, Span{Start: span.Start, End: end}, nil
 }
 
-// renderBlock writes the managed block for sections, or nothing when no
-// section has a key.
-func renderBlock(sections []Section) ([]byte, error) {
+// blockPlan is a managed block ready to be written: its sections validated,
+// sorted and deduplicated, and its size in bytes.
+type blockPlan struct {
+	subs    []blockSub
+	entries []blockEntry
+	size    int
+}
+
+// A blockEntry is one key line: its key and the grants it is attributed to
+// (owners, when the line is shared; first alone otherwise).
+type blockEntry struct {
+	key    *Key
+	first  string
+	owners []string
+	// same is the next entry with the same key blob (and other options
+	// or type), or -1.
+	same int
+}
+
+// A blockSub is one grant's sub-section: its header and its entries.
+type blockSub struct {
+	owner, uid string
+	entries    []int
+}
+
+// newBlock prepares the managed block for sections; its size is zero when
+// no section has a key (there is then no block).
+func newBlock(sections []Section) (blockPlan, error) {
 	sorted := append([]Section(nil), sections...)
 	for _, s := range sorted {
 		if err := validateSection(s); err != nil {
-			return nil, err
+			return blockPlan{}, err
 		}
 	}
 	sort.SliceStable(sorted, func(i, j int) bool {
@@ -548,100 +610,102 @@ func renderBlock(sections []Section) ([]byte, error) {
 		}
 		return sorted[i].UID < sorted[j].UID
 	})
-
-	// An entry is one key line: its key and the grants it is attributed
-	// to (owners, when the line is shared; first alone otherwise).
-	type entry struct {
-		key    *Key
-		first  string
-		owners []string
-	}
-	type sub struct {
-		owner, uid string
-		entries    []int
-	}
 	total := 0
 	for _, s := range sorted {
 		total += len(s.Keys)
 	}
-	var (
-		subs    = make([]sub, 0, len(sorted))
-		entries = make([]entry, 0, total)
-		size    = len(BeginMarker) + len(EndMarker) + 2
-	)
-	byID := make(map[[3]string]int, total)
+	b := blockPlan{subs: make([]blockSub, 0, len(sorted)), entries: make([]blockEntry, 0, total), size: len(BeginMarker) + len(EndMarker) + 2}
+	// A line is identified by its options, type and blob; the index is by
+	// blob alone, the rare other lines of one blob chained from the first.
+	byBlob := make(map[string]int, total)
 	for _, s := range sorted {
-		cur := sub{owner: s.Owner, uid: s.UID, entries: make([]int, 0, len(s.Keys))}
+		cur := blockSub{owner: s.Owner, uid: s.UID, entries: make([]int, 0, len(s.Keys))}
 		for i := range s.Keys {
 			k := &s.Keys[i]
-			id := [3]string{k.Options, k.Type, k.Base64}
-			if at, ok := byID[id]; ok {
-				e := &entries[at]
+			at, seen := byBlob[k.Base64]
+			last := -1
+			for ; seen && at >= 0; at = b.entries[at].same {
+				if o := b.entries[at].key; o.Options == k.Options && o.Type == k.Type {
+					break
+				}
+				last = at
+			}
+			if seen && at >= 0 {
+				e := &b.entries[at]
 				if e.owners == nil && e.first != s.Owner {
 					e.owners = []string{e.first}
 				}
 				if e.owners != nil && e.owners[len(e.owners)-1] != s.Owner && !contains(e.owners, s.Owner) {
 					e.owners = append(e.owners, s.Owner)
-					size += len(s.Owner) + 1
+					b.size += len(s.Owner) + 1
 				}
 				continue
 			}
-			byID[id] = len(entries)
-			cur.entries = append(cur.entries, len(entries))
-			entries = append(entries, entry{key: k, first: s.Owner})
-			size += len(k.Options) + len(k.Type) + len(k.Base64) + len(k.Comment) + len(AttributionPrefix) + len(s.Owner) + 4
+			if last >= 0 {
+				b.entries[last].same = len(b.entries)
+			} else {
+				byBlob[k.Base64] = len(b.entries)
+			}
+			cur.entries = append(cur.entries, len(b.entries))
+			b.entries = append(b.entries, blockEntry{key: k, first: s.Owner, same: -1})
+			b.size += len(k.Options) + len(k.Type) + len(k.Base64) + len(k.Comment) + len(AttributionPrefix) + len(s.Owner) + 4
 		}
 		// A grant whose every key is shared still gets its header, so the
 		// file says which grants it holds.
 		if len(s.Keys) > 0 {
-			subs = append(subs, cur)
-			size += len(HeaderPrefix) + len(s.Owner) + len(" uid=") + len(s.UID) + 1
+			b.subs = append(b.subs, cur)
+			b.size += len(HeaderPrefix) + len(s.Owner) + len(" uid=") + len(s.UID) + 1
 		}
 	}
-	if len(subs) == 0 {
-		return nil, nil
+	if len(b.subs) == 0 {
+		return blockPlan{}, nil
 	}
-	var b bytes.Buffer
-	b.Grow(size)
-	b.WriteString(BeginMarker)
-	b.WriteByte('\n')
-	for _, s := range subs {
-		b.WriteString(HeaderPrefix)
-		b.WriteString(s.owner)
-		b.WriteString(" uid=")
-		b.WriteString(s.uid)
-		b.WriteByte('\n')
+	return b, nil
+}
+
+// appendTo appends the block's bytes to dst (nothing when it is empty).
+func (b *blockPlan) appendTo(dst []byte) []byte {
+	if len(b.subs) == 0 {
+		return dst
+	}
+	dst = append(dst, BeginMarker...)
+	dst = append(dst, '\n')
+	for _, s := range b.subs {
+		dst = append(dst, HeaderPrefix...)
+		dst = append(dst, s.owner...)
+		dst = append(dst, " uid="...)
+		dst = append(dst, s.uid...)
+		dst = append(dst, '\n')
 		for _, at := range s.entries {
-			e := &entries[at]
+			e := &b.entries[at]
 			if e.key.Options != "" {
-				b.WriteString(e.key.Options)
-				b.WriteByte(' ')
+				dst = append(dst, e.key.Options...)
+				dst = append(dst, ' ')
 			}
-			b.WriteString(e.key.Type)
-			b.WriteByte(' ')
-			b.WriteString(e.key.Base64)
-			b.WriteByte(' ')
+			dst = append(dst, e.key.Type...)
+			dst = append(dst, ' ')
+			dst = append(dst, e.key.Base64...)
+			dst = append(dst, ' ')
 			if e.key.Comment != "" {
-				b.WriteString(e.key.Comment)
-				b.WriteByte(' ')
+				dst = append(dst, e.key.Comment...)
+				dst = append(dst, ' ')
 			}
-			b.WriteString(AttributionPrefix)
+			dst = append(dst, AttributionPrefix...)
 			if e.owners == nil {
-				b.WriteString(e.first)
+				dst = append(dst, e.first...)
 			}
 			sort.Strings(e.owners)
 			for i, o := range e.owners {
 				if i > 0 {
-					b.WriteByte(',')
+					dst = append(dst, ',')
 				}
-				b.WriteString(o)
+				dst = append(dst, o...)
 			}
-			b.WriteByte('\n')
+			dst = append(dst, '\n')
 		}
 	}
-	b.WriteString(EndMarker)
-	b.WriteByte('\n')
-	return b.Bytes(), nil
+	dst = append(dst, EndMarker...)
+	return append(dst, '\n')
 }
 
 func contains(list []string, s string) bool {

@@ -54,6 +54,15 @@ func TestRender(t *testing.T) {
 			[]Section{sec("team-a", "uid-a", key(blobA, "a"), Key{Options: `from="10.0.0.0/8",no-pty`, Type: "ssh-ed25519", Base64: blobA, Comment: "a"})},
 			block("# nodeaccess team-a uid=uid-a", "ssh-ed25519 "+blobA+" a nodeaccess=team-a",
 				`from="10.0.0.0/8",no-pty ssh-ed25519 `+blobA+" a nodeaccess=team-a")},
+		{"one key under three options, one of them shared by a second grant", "",
+			[]Section{
+				sec("team-a", "uid-a", key(blobA, "a"), Key{Options: "no-pty", Type: "ssh-ed25519", Base64: blobA, Comment: "a"},
+					Key{Options: "no-agent-forwarding", Type: "ssh-ed25519", Base64: blobA, Comment: "a"}),
+				sec("team-b", "uid-b", Key{Options: "no-agent-forwarding", Type: "ssh-ed25519", Base64: blobA, Comment: "a"}, key(blobB, "b")),
+			},
+			block("# nodeaccess team-a uid=uid-a", "ssh-ed25519 "+blobA+" a nodeaccess=team-a", "no-pty ssh-ed25519 "+blobA+" a nodeaccess=team-a",
+				"no-agent-forwarding ssh-ed25519 "+blobA+" a nodeaccess=team-a,team-b",
+				"# nodeaccess team-b uid=uid-b", "ssh-ed25519 "+blobB+" b nodeaccess=team-b")},
 		{"duplicate within a grant written once", "", []Section{sec("team-a", "uid-a", key(blobA, "alice"), key(blobA, "again"))}, blockA},
 		{"hand edit inside the block discarded", block("# nodeaccess team-a uid=uid-a", "ssh-ed25519 "+blobB+" sneaked in", "ssh-ed25519 "+blobA+" alice nodeaccess=team-a") + user1 + "\n",
 			[]Section{teamA}, blockA + user1 + "\n"},
@@ -359,6 +368,10 @@ func TestCountAgreesWithHoldings(t *testing.T) {
 		sec("team-a", "uid-a", key(blobA, "alice"), key(blobA, "twice"), key(blobB, "bob")),
 		sec("team-b", "uid-b", key(blobA, "alice")),
 		sec("team-c", "uid-c"),
+		// One blob under other options: a line each, however often listed.
+		sec("team-d", "uid-d", key(blobB, "plain"), Key{Options: "no-pty", Type: "ssh-ed25519", Base64: blobB},
+			Key{Options: "no-pty", Type: "ssh-ed25519", Base64: blobB, Comment: "again"},
+			Key{Options: "no-x11-forwarding", Type: "ssh-ed25519", Base64: blobB}, key(blobB, "plain again")),
 	}
 	out, err := Render([]byte(user1+"\n"), sections)
 	if err != nil {
@@ -366,5 +379,8 @@ func TestCountAgreesWithHoldings(t *testing.T) {
 	}
 	if got, want := fmt.Sprint(Count(sections)), fmt.Sprint(Parse(out).Holdings()); got != want {
 		t.Fatalf("Count %s, Holdings of the rendered file %s", got, want)
+	}
+	if got := Count(sections)[Owner{Name: "team-d", UID: "uid-d"}]; got != 3 {
+		t.Fatalf("team-d has 3 distinct lines, Count says %d", got)
 	}
 }
