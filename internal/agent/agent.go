@@ -127,6 +127,8 @@ type Agent struct {
 	sshd   *sshdProbe
 	logins *loginTracker
 	now    func() time.Time
+	// planner computes each pass's plan, again only for grants that changed.
+	planner desiredstate.Planner
 
 	// held maps an account to the grants its file held, with their key
 	// lines, at the end of the last pass that proved it; an account whose
@@ -223,7 +225,7 @@ func (a *Agent) Sync(ctx context.Context) (time.Duration, error) {
 		return 0, fmt.Errorf("listing rendered grants: %w", err)
 	}
 	sshdExpiry := a.sshd.understandsUTCExpiry()
-	plan := desiredstate.ForNode(node.Labels, rendered, now, desiredstate.Options{SSHDExpiry: sshdExpiry})
+	plan := a.planner.ForNode(node.Labels, rendered, now, desiredstate.Options{SSHDExpiry: sshdExpiry})
 	a.logins.update(plan)
 
 	names, scan := a.accountsToVisit(ctx, plan, now)

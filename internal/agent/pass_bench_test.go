@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -65,7 +66,7 @@ func BenchmarkPassUnderChurn(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		r.Spec.Hash, r.UID = hash, types.UID("uid-"+r.Name)
+		r.Spec.Hash, r.UID, r.ResourceVersion = hash, types.UID("uid-"+r.Name), "1"
 		src.grants = append(src.grants, *r)
 	}
 	a, err := newAgent(Config{NodeName: "node-0", HostRoot: h.Root, Resync: time.Hour, Heartbeat: time.Hour, ReportDelay: time.Second}, src, nil)
@@ -83,13 +84,15 @@ func BenchmarkPassUnderChurn(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		// The change: a new copy of one grant (as the informer's cache
-		// holds a new object), one key rotated, its generation and hash new.
+		// holds a new object), one key rotated, its generation, hash and
+		// resource version new.
 		g := i % len(src.grants)
 		grants := append([]nav1.RenderedNodeAccess(nil), src.grants...)
 		r := grants[g].DeepCopy()
 		next++
 		r.Spec.Users[0].Keys[i%20].Data = benchKey(next)
 		r.Spec.Generation++
+		r.ResourceVersion = strconv.FormatUint(next, 10)
 		if r.Spec.Hash, err = desiredstate.Hash(&r.Spec); err != nil {
 			b.Fatal(err)
 		}

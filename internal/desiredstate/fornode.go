@@ -7,6 +7,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 
 	nav1 "github.com/nodeaccess/nodeaccess-operator/api/v1alpha1"
 	"github.com/nodeaccess/nodeaccess-operator/internal/authorizedkeys"
@@ -59,29 +60,50 @@ type Options struct {
 // ForNode computes the plan for a node with the given labels from every
 // rendered grant, at time now.
 func ForNode(nodeLabels map[string]string, rendered []nav1.RenderedNodeAccess, now time.Time, opts Options) Plan {
-	plan := Plan{Accounts: map[string][]authorizedkeys.Section{}}
+	var p Planner
+	return p.ForNode(nodeLabels, rendered, now, opts)
+}
+
+// Planner is ForNode with a memory of each grant's parsed selector and key
+// lines, so that a node's next plan computes again only the grants that
+// changed (an agent's passes under churn). A grant is remembered by its
+// object's UID and resource version, which the API server changes with
+// every write; one without a resource version is computed every time. A
+// plan from a Planner shares the remembered key lines: callers must not
+// modify its sections. The zero Planner is ready; it is not safe for
+// concurrent use.
+type Planner struct {
+	compiled map[types.UID]*compiled
+}
+
+// ForNode is the package's ForNode, from what the planner remembers. It
+// forgets the grants no longer rendered.
+func (p *Planner) ForNode(nodeLabels map[string]string, rendered []nav1.RenderedNodeAccess, now time.Time, opts Options) Plan {
+	plan := Plan{Accounts: map[string][]authorizedkeys.Section{}, Grants: make([]Grant, 0, len(rendered))}
 	set := labels.Set(nodeLabels)
+	kept := make(map[types.UID]*compiled, len(rendered))
 	for i := range rendered {
 		r := &rendered[i]
+		c := p.compiled[r.UID]
+		if c == nil || r.ResourceVersion == "" || c.version != r.ResourceVersion || c.sshdExpiry != opts.SSHDExpiry {
+			c = compile(r, opts)
+		}
+		if r.ResourceVersion != "" {
+			kept[r.UID] = c
+		}
 		g := Grant{Name: r.Spec.NodeAccessName, UID: r.Spec.NodeAccessUID, Generation: r.Spec.Generation, Hash: r.Spec.Hash}
-		sections, err := grantSections(r, set, now, opts, &g, &plan)
-		if err != nil {
-			g.Err = err
-		}
-		for account, s := range sections {
-			plan.Accounts[account] = append(plan.Accounts[account], s)
-		}
+		c.sections(r, set, now, &g, &plan)
 		if g.Selected {
-			for _, u := range r.Spec.Users {
-				if _, ok := plan.Accounts[u.Name]; !ok {
-					plan.Accounts[u.Name] = nil
+			g.Accounts = c.accounts
+			for _, name := range c.accounts {
+				if _, ok := plan.Accounts[name]; !ok {
+					plan.Accounts[name] = nil
 				}
-				g.Accounts = append(g.Accounts, u.Name)
 			}
-			sort.Strings(g.Accounts)
 		}
 		plan.Grants = append(plan.Grants, g)
 	}
+	p.compiled = kept
 	sort.Slice(plan.Grants, func(i, j int) bool {
 		if plan.Grants[i].Name != plan.Grants[j].Name {
 			return plan.Grants[i].Name < plan.Grants[j].Name
@@ -91,46 +113,115 @@ func ForNode(nodeLabels map[string]string, rendered []nav1.RenderedNodeAccess, n
 	return plan
 }
 
-// grantSections returns the sections one grant contributes, per account, and
-// records the grant's selection and the plan's next change.
-func grantSections(r *nav1.RenderedNodeAccess, node labels.Set, now time.Time, o Options, g *Grant, plan *Plan) (map[string]authorizedkeys.Section, error) {
-	selector, err := Selector(&r.Spec.NodeSelector)
-	if err != nil {
-		return nil, err
-	}
-	g.Selected = selector.Matches(node)
-	if !g.Selected || r.Spec.Suspend {
-		return nil, nil
-	}
-	if expired(r.Spec.ExpiresAt, now) {
-		return nil, nil
-	}
-	sections := map[string]authorizedkeys.Section{}
+// compiled is what one version of a grant gives any node, at any time:
+// its selector, and each account's key lines with the instants they expire.
+type compiled struct {
+	version    string
+	sshdExpiry bool
+	selector   labels.Selector
+	selErr     error
+	// accounts are the accounts the grant names, sorted (Grant.Accounts).
+	accounts []string
+	users    []compiledUser
+}
+
+type compiledUser struct {
+	name string
+	// keys are the account's key lines, in the grant's order; lines[i]
+	// expires at expires[i] (nil: never), and errs[i] is set when its
+	// options cannot be rendered. expires and errs are nil when no key
+	// expires or fails, and keys is then the section's as it is.
+	keys    []authorizedkeys.Key
+	expires []*metav1.Time
+	errs    []error
+}
+
+func compile(r *nav1.RenderedNodeAccess, o Options) *compiled {
+	c := &compiled{version: r.ResourceVersion, sshdExpiry: o.SSHDExpiry}
+	c.selector, c.selErr = Selector(&r.Spec.NodeSelector)
 	for _, u := range r.Spec.Users {
-		s := authorizedkeys.Section{Owner: r.Spec.NodeAccessName, UID: r.Spec.NodeAccessUID, Keys: make([]authorizedkeys.Key, 0, len(u.Keys))}
-		for _, k := range u.Keys {
-			if expired(k.ExpiresAt, now) {
-				continue
-			}
+		c.accounts = append(c.accounts, u.Name)
+		cu := compiledUser{name: u.Name, keys: make([]authorizedkeys.Key, 0, len(u.Keys))}
+		for i, k := range u.Keys {
 			opts, err := RenderOptions(k.Options)
 			if err != nil {
-				g.Keys = 0
-				return nil, fmt.Errorf("user %s key %s: %w", u.Name, k.Fingerprint, err)
+				if cu.errs == nil {
+					cu.errs = make([]error, len(u.Keys))
+				}
+				cu.errs[i] = fmt.Errorf("user %s key %s: %w", u.Name, k.Fingerprint, err)
 			}
 			if until := earlier(k.ExpiresAt, r.Spec.ExpiresAt); o.SSHDExpiry && until != nil {
 				opts = joinOptions(opts, ExpiryOption(until.Time))
 			}
-			plan.noteExpiry(k.ExpiresAt, now)
-			s.Keys = append(s.Keys, authorizedkeys.Key{Options: opts, Type: k.Type, Base64: k.Data, Comment: k.Comment})
+			if k.ExpiresAt != nil {
+				if cu.expires == nil {
+					cu.expires = make([]*metav1.Time, len(u.Keys))
+				}
+				cu.expires[i] = k.ExpiresAt
+			}
+			cu.keys = append(cu.keys, authorizedkeys.Key{Options: opts, Type: k.Type, Base64: k.Data, Comment: k.Comment})
 		}
-		if len(s.Keys) > 0 {
-			sections[u.Name] = s
-			g.Keys += len(s.Keys)
+		c.users = append(c.users, cu)
+	}
+	sort.Strings(c.accounts)
+	return c
+}
+
+// sections adds to the plan the sections the grant gives the node at now,
+// and records in g the grant's selection, keys and error, and in the plan
+// its next change.
+func (c *compiled) sections(r *nav1.RenderedNodeAccess, node labels.Set, now time.Time, g *Grant, plan *Plan) {
+	if c.selErr != nil {
+		g.Err = c.selErr
+		return
+	}
+	g.Selected = c.selector.Matches(node)
+	if !g.Selected || r.Spec.Suspend || expired(r.Spec.ExpiresAt, now) {
+		return
+	}
+	type added struct {
+		account string
+		section authorizedkeys.Section
+	}
+	var out []added
+	for _, u := range c.users {
+		s := authorizedkeys.Section{Owner: r.Spec.NodeAccessName, UID: r.Spec.NodeAccessUID, Keys: u.keys}
+		if u.expires != nil || u.errs != nil {
+			s.Keys = make([]authorizedkeys.Key, 0, len(u.keys))
+			for i, k := range u.keys {
+				if u.expires != nil && expired(u.expires[i], now) {
+					continue
+				}
+				if u.errs != nil && u.errs[i] != nil {
+					g.Keys, g.Err = 0, u.errs[i]
+					return
+				}
+				if u.expires != nil {
+					plan.noteExpiry(u.expires[i], now)
+				}
+				s.Keys = append(s.Keys, k)
+			}
 		}
+		if len(s.Keys) == 0 {
+			continue
+		}
+		g.Keys += len(s.Keys)
+		// A user listed twice: the last of its lists counts, as in a map.
+		replaced := false
+		for j := range out {
+			if out[j].account == u.name {
+				out[j].section, replaced = s, true
+			}
+		}
+		if !replaced {
+			out = append(out, added{u.name, s})
+		}
+	}
+	for _, a := range out {
+		plan.Accounts[a.account] = append(plan.Accounts[a.account], a.section)
 	}
 	plan.noteExpiry(r.Spec.ExpiresAt, now)
 	g.Active = true
-	return sections, nil
 }
 
 // ExpiryOption is the expiry-time option that ends a key at an instant. sshd
