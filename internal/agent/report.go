@@ -93,6 +93,7 @@ func buildReport(plan desiredstate.Plan, results map[string]accountResult, unatt
 	}
 
 	listed := map[string]bool{}
+	wants := wantCounts{plan: plan}
 	for _, g := range plan.Grants {
 		listed[g.UID] = true
 		f := byUID[g.UID]
@@ -104,7 +105,7 @@ func buildReport(plan desiredstate.Plan, results map[string]accountResult, unatt
 		case g.Err != nil:
 			gr.Reason, gr.Message = nav1.InvalidGrantReason, truncate(g.Err.Error(), 1024)
 		case g.Active:
-			gr.Reason, gr.Message = activeFailure(g, plan, results, f)
+			gr.Reason, gr.Message = activeFailure(g, &wants, results, f)
 			gr.Applied = gr.Reason == ""
 		default:
 			// Suspended, expired or not selecting the node: its keys must be gone.
@@ -173,6 +174,26 @@ func buildReport(plan desiredstate.Plan, results map[string]accountResult, unatt
 	return st
 }
 
+// wantCounts are the key lines the plan gives each grant in each account
+// (authorizedkeys.Count of the account's sections), counted once per
+// account and pass rather than once per grant.
+type wantCounts struct {
+	plan    desiredstate.Plan
+	counted map[string]map[authorizedkeys.Owner]int
+}
+
+func (w *wantCounts) of(acct string) map[authorizedkeys.Owner]int {
+	if c, ok := w.counted[acct]; ok {
+		return c
+	}
+	if w.counted == nil {
+		w.counted = map[string]map[authorizedkeys.Owner]int{}
+	}
+	c := authorizedkeys.Count(w.plan.Accounts[acct])
+	w.counted[acct] = c
+	return c
+}
+
 // gone sets the reason of a grant whose keys must not be on the node: still
 // held, or possibly held; it reports whether one was set.
 func gone(gr *nav1.GrantReport, f *found) bool {
@@ -192,17 +213,11 @@ func gone(gr *nav1.GrantReport, f *found) bool {
 // activeFailure says why an active grant is not exactly in place, or ""
 // when every account it names holds exactly its keys and no other account
 // holds any.
-func activeFailure(g desiredstate.Grant, plan desiredstate.Plan, results map[string]accountResult, f *found) (string, string) {
+func activeFailure(g desiredstate.Grant, wants *wantCounts, results map[string]accountResult, f *found) (string, string) {
 	owner := authorizedkeys.Owner{Name: g.Name, UID: g.UID}
 	for _, acct := range g.Accounts {
 		res := results[acct]
-		var mine []authorizedkeys.Section
-		for _, s := range plan.Accounts[acct] {
-			if s.UID == g.UID {
-				mine = append(mine, s)
-			}
-		}
-		want := authorizedkeys.Count(mine)[owner]
+		want := wants.of(acct)[owner]
 		switch {
 		case res.err != nil:
 			return reasonOf(res.err), truncate(fmt.Sprintf("user %s: %v", acct, res.err), 1024)
