@@ -595,8 +595,9 @@ type blockSub struct {
 	entries    []int
 }
 
-// newBlock prepares the managed block for sections; its size is zero when
-// no section has a key (there is then no block).
+// newBlock prepares the managed block for sections; its size is exactly
+// the length of its bytes, zero when no section has a key (there is then
+// no block).
 func newBlock(sections []Section) (blockPlan, error) {
 	sorted := append([]Section(nil), sections...)
 	for _, s := range sorted {
@@ -648,7 +649,7 @@ func newBlock(sections []Section) (blockPlan, error) {
 			}
 			cur.entries = append(cur.entries, len(b.entries))
 			b.entries = append(b.entries, blockEntry{key: k, first: s.Owner, same: -1})
-			b.size += len(k.Options) + len(k.Type) + len(k.Base64) + len(k.Comment) + len(AttributionPrefix) + len(s.Owner) + 4
+			b.size += lineSize(k, s.Owner)
 		}
 		// A grant whose every key is shared still gets its header, so the
 		// file says which grants it holds.
@@ -661,6 +662,20 @@ func newBlock(sections []Section) (blockPlan, error) {
 		return blockPlan{}, nil
 	}
 	return b, nil
+}
+
+// lineSize is the length of k's line, attributed to owner alone, with its
+// newline: the options and a space, the type, the blob and the comment
+// each followed by a space, the attribution.
+func lineSize(k *Key, owner string) int {
+	n := len(k.Type) + 1 + len(k.Base64) + 1 + len(AttributionPrefix) + len(owner) + 1
+	if k.Options != "" {
+		n += len(k.Options) + 1
+	}
+	if k.Comment != "" {
+		n += len(k.Comment) + 1
+	}
+	return n
 }
 
 // appendTo appends the block's bytes to dst (nothing when it is empty).

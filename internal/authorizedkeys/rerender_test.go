@@ -67,6 +67,9 @@ func FuzzRerenderMatchesRender(f *testing.F) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if blk, err := newBlock(sections); err != nil || len(blk.appendTo(nil)) != blk.size {
+				t.Fatalf("shape %d: a block of %d bytes was sized %d in advance (%v)", shape, len(blk.appendTo(nil)), blk.size, err)
+			}
 			if !bytes.Equal(got, want) || gotSpan != wantSpan {
 				t.Fatalf("change %d (shape %d) from\n%q (block at %v):\nrerendered %q (block at %v)\nrendered   %q (block at %v)", i, shape, prev, span, got, gotSpan, want, wantSpan)
 			}

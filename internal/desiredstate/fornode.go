@@ -68,7 +68,9 @@ func ForNode(nodeLabels map[string]string, rendered []nav1.RenderedNodeAccess, n
 // lines, so that a node's next plan computes again only the grants that
 // changed (an agent's passes under churn). A grant is remembered by its
 // object's UID and resource version, which the API server changes with
-// every write; one without a resource version is computed every time. A
+// every write, so within one list of objects they name one content; one
+// without a resource version is computed every time. Key lines are kept
+// only for the grants a plan wrote. A
 // plan from a Planner shares the remembered key lines: callers must not
 // modify its sections. The zero Planner is ready; it is not safe for
 // concurrent use.
@@ -114,7 +116,10 @@ func (p *Planner) ForNode(nodeLabels map[string]string, rendered []nav1.Rendered
 }
 
 // compiled is what one version of a grant gives any node, at any time:
-// its selector, and each account's key lines with the instants they expire.
+// its selector, and each account's key lines with the instants they
+// expire. The key lines are built when a plan first needs them (the grant
+// selects the node, and is neither suspended nor expired), so a grant that
+// only passes through a node's watch costs its selector alone.
 type compiled struct {
 	version    string
 	sshdExpiry bool
@@ -122,7 +127,9 @@ type compiled struct {
 	selErr     error
 	// accounts are the accounts the grant names, sorted (Grant.Accounts).
 	accounts []string
-	users    []compiledUser
+	// users are the key lines by account, once built.
+	users []compiledUser
+	built bool
 }
 
 type compiledUser struct {
@@ -141,6 +148,15 @@ func compile(r *nav1.RenderedNodeAccess, o Options) *compiled {
 	c.selector, c.selErr = Selector(&r.Spec.NodeSelector)
 	for _, u := range r.Spec.Users {
 		c.accounts = append(c.accounts, u.Name)
+	}
+	sort.Strings(c.accounts)
+	return c
+}
+
+// build builds the key lines of r, the version c was compiled from.
+func (c *compiled) build(r *nav1.RenderedNodeAccess) {
+	c.built = true
+	for _, u := range r.Spec.Users {
 		cu := compiledUser{name: u.Name, keys: make([]authorizedkeys.Key, 0, len(u.Keys))}
 		for i, k := range u.Keys {
 			opts, err := RenderOptions(k.Options)
@@ -150,7 +166,7 @@ func compile(r *nav1.RenderedNodeAccess, o Options) *compiled {
 				}
 				cu.errs[i] = fmt.Errorf("user %s key %s: %w", u.Name, k.Fingerprint, err)
 			}
-			if until := earlier(k.ExpiresAt, r.Spec.ExpiresAt); o.SSHDExpiry && until != nil {
+			if until := earlier(k.ExpiresAt, r.Spec.ExpiresAt); c.sshdExpiry && until != nil {
 				opts = joinOptions(opts, ExpiryOption(until.Time))
 			}
 			if k.ExpiresAt != nil {
@@ -163,8 +179,6 @@ func compile(r *nav1.RenderedNodeAccess, o Options) *compiled {
 		}
 		c.users = append(c.users, cu)
 	}
-	sort.Strings(c.accounts)
-	return c
 }
 
 // sections adds to the plan the sections the grant gives the node at now,
@@ -178,6 +192,9 @@ func (c *compiled) sections(r *nav1.RenderedNodeAccess, node labels.Set, now tim
 	g.Selected = c.selector.Matches(node)
 	if !g.Selected || r.Spec.Suspend || expired(r.Spec.ExpiresAt, now) {
 		return
+	}
+	if !c.built {
+		c.build(r)
 	}
 	type added struct {
 		account string

@@ -38,6 +38,10 @@ func TestPlannerAgreesWithForNode(t *testing.T) {
 	noRV := grant("c", "", "a", key("K6", nil))
 	noRVChanged := grant("c", "", "a", key("K7", nil))
 	b2 := grant("b", "2", "b", key("K3", nil))
+	// Deleted and created again: a new object, whose first version has
+	// the number of the old one's.
+	a1again := grant("a", "1", "a", key("K8", nil))
+	a1again.UID = "obj-a-again"
 
 	steps := []struct {
 		name     string
@@ -57,7 +61,8 @@ func TestPlannerAgreesWithForNode(t *testing.T) {
 		{"its content changed", pool("a"), []nav1.RenderedNodeAccess{a1, noRVChanged}, now, Options{}},
 		{"moved to another pool", pool("a"), []nav1.RenderedNodeAccess{a1, b2}, now, Options{}},
 		{"deleted", pool("a"), []nav1.RenderedNodeAccess{b2}, now, Options{}},
-		{"created again", pool("a"), []nav1.RenderedNodeAccess{a1, b2}, now, Options{}},
+		{"created again", pool("a"), []nav1.RenderedNodeAccess{a1again, b2}, now, Options{}},
+		{"the old one, once more", pool("a"), []nav1.RenderedNodeAccess{a1, b2}, now, Options{}},
 	}
 	var p Planner
 	for _, s := range steps {
@@ -69,6 +74,10 @@ func TestPlannerAgreesWithForNode(t *testing.T) {
 		if len(p.compiled) > len(s.rendered) {
 			t.Fatalf("%s: the planner remembers %d grants, %d are rendered", s.name, len(p.compiled), len(s.rendered))
 		}
+	}
+	// A grant that does not select the node costs its selector alone.
+	if c := p.compiled[b2.UID]; c == nil || c.built || c.users != nil {
+		t.Fatalf("the planner built the key lines of a grant that selects another pool: %+v", c)
 	}
 	// The steps saw what a stale memory would have missed.
 	if got := len(ForNode(pool("a"), []nav1.RenderedNodeAccess{a1}, now.Add(11*time.Second), Options{}).Accounts["alice"][0].Keys); got != 1 {
