@@ -7,6 +7,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	jsonserializer "k8s.io/apimachinery/pkg/runtime/serializer/json"
+
+	"github.com/nodeaccess/nodeaccess-operator/internal/eventstream"
 )
 
 // agentSerializers is what the agent's REST clients negotiate: JSON alone
@@ -39,7 +41,7 @@ func newAgentSerializers() agentSerializers {
 		json: []runtime.SerializerInfo{{
 			MediaType: runtime.ContentTypeJSON, MediaTypeType: "application", MediaTypeSubType: "json",
 			EncodesAsText: true, Serializer: s, StrictSerializer: strict,
-			StreamSerializer: &runtime.StreamSerializerInfo{EncodesAsText: true, Serializer: s, Framer: jsonserializer.Framer},
+			StreamSerializer: &runtime.StreamSerializerInfo{EncodesAsText: true, Serializer: eventstream.Serializer{Serializer: s}, Framer: eventstream.Framer{}},
 		}},
 	}
 }

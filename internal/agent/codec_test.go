@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"io"
 	"reflect"
+	"strings"
 	"testing"
+	"testing/iotest"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -60,13 +62,23 @@ func TestAgentSerializersDecodeWatchEventsAsClientGoDoes(t *testing.T) {
 		`{"type":"MODIFIED","object":{"metadata":{"name":"node-a","resourceVersion":"8","labels":{"pool":"a"}},"kind":"Node","apiVersion":"v1"}}` + "\n" +
 		`{"object":{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"f"},"data":{"keys":"pool"}},"type":"ADDED"}` + "\n" +
 		`{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","status":"Failure","message":"too old","reason":"Expired","code":410}}` + "\n" +
-		`{"type":"BOOKMARK","object":{"kind":"RenderedNodeAccess","apiVersion":"` + nav1.GroupVersion.String() + `","metadata":{"resourceVersion":"9"}}}` + "\n"
-	decodeAll := func(ns runtime.NegotiatedSerializer) []any {
+		`{"type":"BOOKMARK","object":{"kind":"RenderedNodeAccess","apiVersion":"` + nav1.GroupVersion.String() + `","metadata":{"resourceVersion":"9"}}}` + "\n" +
+		// Brackets, quotes and backslashes inside strings, escaped and not,
+		// a comment longer than the streaming decoder's first buffer, an
+		// envelope with spaces, and whitespace between events.
+		`{"type":"MODIFIED","object":{"kind":"RenderedNodeAccess","apiVersion":"` + nav1.GroupVersion.String() + `","metadata":{"name":"team-b","resourceVersion":"10"},` +
+		`"spec":{"nodeAccessName":"team-b","nodeAccessUID":"u-2","users":[{"name":"bob","keys":[{"type":"ssh-ed25519","data":"AAAA","comment":"} {\"]\\\" [\u007d\\` + strings.Repeat("x}", 1500) + `"}]}]}}}` +
+		"\r\n \t" + `{ "type" : "DELETED" , "object" : {"kind":"Node","apiVersion":"v1","metadata":{"name":"node-b","resourceVersion":"11"}} }` + "\n\n"
+	decodeAll := func(ns runtime.NegotiatedSerializer, oneByte bool) []any {
 		info, ok := runtime.SerializerInfoForMediaType(ns.SupportedMediaTypes(), runtime.ContentTypeJSON)
 		if !ok || info.StreamSerializer == nil {
 			t.Fatal("no JSON stream serializer")
 		}
-		frames := info.StreamSerializer.Framer.NewFrameReader(io.NopCloser(bytes.NewBufferString(stream)))
+		var body io.Reader = bytes.NewBufferString(stream)
+		if oneByte {
+			body = iotest.OneByteReader(body)
+		}
+		frames := info.StreamSerializer.Framer.NewFrameReader(io.NopCloser(body))
 		dec := restclientwatch.NewDecoder(streaming.NewDecoder(frames, info.StreamSerializer.Serializer), ns.DecoderToVersion(info.Serializer, nav1.GroupVersion))
 		var out []any
 		for {
@@ -80,12 +92,18 @@ func TestAgentSerializersDecodeWatchEventsAsClientGoDoes(t *testing.T) {
 			out = append(out, typ, obj)
 		}
 	}
-	want, got := decodeAll(agentCodecs.WithoutConversion()), decodeAll(newAgentSerializers())
-	if len(want) != 10 {
-		t.Fatalf("client-go decoded %d items, want 5 events: %v", len(want), want)
+	want := decodeAll(agentCodecs.WithoutConversion(), false)
+	if len(want) != 14 {
+		t.Fatalf("client-go decoded %d items, want 7 events: %v", len(want), want)
 	}
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("the agent's serializers decoded\n%#v\nclient-go's\n%#v", got, want)
+	for _, oneByte := range []bool{false, true} {
+		if got := decodeAll(newAgentSerializers(), oneByte); !reflect.DeepEqual(got, want) {
+			t.Fatalf("the agent's serializers decoded (one byte a read: %v)\n%#v\nclient-go's\n%#v", oneByte, got, want)
+		}
+	}
+	got := decodeAll(newAgentSerializers(), false)
+	if r, ok := got[11].(*nav1.RenderedNodeAccess); !ok || !strings.HasPrefix(r.Spec.Users[0].Keys[0].Comment, `} {"]\" [}\x}`) {
+		t.Fatalf("the grant with brackets in its comment decoded as %#v", got[11])
 	}
 	if r, ok := got[1].(*nav1.RenderedNodeAccess); !ok || r.Spec.Users[0].Keys[0].Data != "AAAAC3NzaC1lZDI1NTE5AAAAIA" {
 		t.Fatalf("the rendered grant decoded as %#v", got[1])
