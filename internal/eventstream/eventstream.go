@@ -18,10 +18,11 @@ import (
 	jsonserializer "k8s.io/apimachinery/pkg/runtime/serializer/json"
 )
 
-// maxFrameBytes is the largest watch event the agent's framer reads; a
-// longer one ends the watch with an error (the informer then starts
-// another). The API server stores objects of at most a few MiB.
-const maxFrameBytes = 64 << 20
+// maxFrameBytes is the largest watch event the framer reads, the largest
+// that client-go's streaming decoder takes; a longer one ends the watch
+// with an error (the informer then starts another). The API server stores
+// objects of at most a few MiB.
+const maxFrameBytes = 16 << 20
 
 // Framer cuts watch streams into events. client-go's
 // JSON framer has encoding/json scan every event twice to find where it
@@ -101,35 +102,41 @@ func (f *frameReader) next() ([]byte, error) {
 	if f.buf[f.off] != '{' {
 		return nil, fmt.Errorf("watch stream: an event starts with %q, not an object", f.buf[f.off])
 	}
-	depth, inString := 0, false
+	// quote is where the next quote is when inString (len(b) when none
+	// was read yet, -1 when it must be looked for again): each byte is
+	// looked at by a constant number of searches, however many escapes a
+	// string holds.
+	depth, inString, quote := 0, false, -1
 	for i := f.off; ; {
 		b := f.buf
 		for i < len(b) {
 			if inString {
-				q := bytes.IndexByte(b[i:], '"')
-				span := b[i:]
-				if q >= 0 {
-					span = b[i : i+q]
+				if quote < i {
+					if q := bytes.IndexByte(b[i:], '"'); q >= 0 {
+						quote = i + q
+					} else {
+						quote = len(b)
+					}
 				}
-				if esc := bytes.IndexByte(span, '\\'); esc >= 0 {
+				if esc := bytes.IndexByte(b[i:quote], '\\'); esc >= 0 {
 					if i+esc+1 >= len(b) {
 						i += esc // the escaped byte is not read yet
 						break
 					}
-					i += esc + 2
+					i += esc + 2 // past the quote when it escaped it: looked for again
 					continue
 				}
-				if q < 0 {
+				if quote == len(b) {
 					i = len(b)
 					break
 				}
-				i += q + 1
+				i = quote + 1
 				inString = false
 				continue
 			}
 			switch b[i] {
 			case '"':
-				inString = true
+				inString, quote = true, -1
 			case '{', '[':
 				depth++
 			case '}', ']':
@@ -151,7 +158,7 @@ func (f *frameReader) next() ([]byte, error) {
 			}
 			return nil, err
 		}
-		i = f.off + at
+		i, quote = f.off+at, -1
 	}
 }
 
@@ -191,9 +198,10 @@ func isJSONSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c =
 // are, and the watch then decodes them with the JSON serializer (which
 // checks them as it does every document). Any other event, with spaces
 // or other members, or its members in another order, goes to the JSON
-// serializer whole. The one difference: an event with a member after a
-// last object member that ends in a bracket fails to decode instead of
-// having that member ignored; the API server writes none.
+// serializer whole. The one difference: an event with another member
+// after the object, where that member's value ends in a bracket, fails to
+// decode, where the JSON serializer would ignore it (or, for a second
+// "object", take that one); the API server writes none.
 type Serializer struct {
 	runtime.Serializer
 }
