@@ -68,12 +68,13 @@ func ForNode(nodeLabels map[string]string, rendered []nav1.RenderedNodeAccess, n
 // lines, so that a node's next plan computes again only the grants that
 // changed (an agent's passes under churn). A grant is remembered by its
 // object's UID and resource version, which the API server changes with
-// every write, so within one list of objects they name one content; one
-// without a resource version is computed every time. Key lines are kept
-// only for the grants a plan wrote. A
-// plan from a Planner shares the remembered key lines: callers must not
-// modify its sections. The zero Planner is ready; it is not safe for
-// concurrent use.
+// every write, so within one list of objects they name one content; and,
+// should a restored etcd give a resource version again, by the spec's
+// hash and generation as well. One without a resource version is computed
+// every time. Key lines are kept only for the grants a plan wrote. A plan
+// from a Planner shares the remembered key lines: callers must not modify
+// its sections. The zero Planner is ready; it is not safe for concurrent
+// use.
 type Planner struct {
 	compiled map[types.UID]*compiled
 }
@@ -87,7 +88,7 @@ func (p *Planner) ForNode(nodeLabels map[string]string, rendered []nav1.Rendered
 	for i := range rendered {
 		r := &rendered[i]
 		c := p.compiled[r.UID]
-		if c == nil || r.ResourceVersion == "" || c.version != r.ResourceVersion || c.sshdExpiry != opts.SSHDExpiry {
+		if c == nil || r.ResourceVersion == "" || c.version != versionOf(r, opts) {
 			c = compile(r, opts)
 		}
 		if r.ResourceVersion != "" {
@@ -121,10 +122,9 @@ func (p *Planner) ForNode(nodeLabels map[string]string, rendered []nav1.Rendered
 // selects the node, and is neither suspended nor expired), so a grant that
 // only passes through a node's watch costs its selector alone.
 type compiled struct {
-	version    string
-	sshdExpiry bool
-	selector   labels.Selector
-	selErr     error
+	version  version
+	selector labels.Selector
+	selErr   error
 	// accounts are the accounts the grant names, sorted (Grant.Accounts).
 	accounts []string
 	// users are the key lines by account, once built.
@@ -143,8 +143,20 @@ type compiledUser struct {
 	errs    []error
 }
 
+// version is what names the content a grant was compiled from, and the
+// options it was compiled with.
+type version struct {
+	resourceVersion, hash string
+	generation            int64
+	sshdExpiry            bool
+}
+
+func versionOf(r *nav1.RenderedNodeAccess, o Options) version {
+	return version{resourceVersion: r.ResourceVersion, hash: r.Spec.Hash, generation: r.Spec.Generation, sshdExpiry: o.SSHDExpiry}
+}
+
 func compile(r *nav1.RenderedNodeAccess, o Options) *compiled {
-	c := &compiled{version: r.ResourceVersion, sshdExpiry: o.SSHDExpiry}
+	c := &compiled{version: versionOf(r, o)}
 	c.selector, c.selErr = Selector(&r.Spec.NodeSelector)
 	for _, u := range r.Spec.Users {
 		c.accounts = append(c.accounts, u.Name)
@@ -166,7 +178,7 @@ func (c *compiled) build(r *nav1.RenderedNodeAccess) {
 				}
 				cu.errs[i] = fmt.Errorf("user %s key %s: %w", u.Name, k.Fingerprint, err)
 			}
-			if until := earlier(k.ExpiresAt, r.Spec.ExpiresAt); c.sshdExpiry && until != nil {
+			if until := earlier(k.ExpiresAt, r.Spec.ExpiresAt); c.version.sshdExpiry && until != nil {
 				opts = joinOptions(opts, ExpiryOption(until.Time))
 			}
 			if k.ExpiresAt != nil {

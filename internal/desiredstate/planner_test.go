@@ -42,6 +42,9 @@ func TestPlannerAgreesWithForNode(t *testing.T) {
 	// the number of the old one's.
 	a1again := grant("a", "1", "a", key("K8", nil))
 	a1again.UID = "obj-a-again"
+	// A restored etcd giving a resource version again, to new content.
+	a1restored := grant("a", "1", "a", key("K9", nil))
+	a1restored.Spec.Hash, a1restored.Spec.Generation = "restored", 5
 
 	steps := []struct {
 		name     string
@@ -63,6 +66,7 @@ func TestPlannerAgreesWithForNode(t *testing.T) {
 		{"deleted", pool("a"), []nav1.RenderedNodeAccess{b2}, now, Options{}},
 		{"created again", pool("a"), []nav1.RenderedNodeAccess{a1again, b2}, now, Options{}},
 		{"the old one, once more", pool("a"), []nav1.RenderedNodeAccess{a1, b2}, now, Options{}},
+		{"its resource version given again to new content", pool("a"), []nav1.RenderedNodeAccess{a1restored, b2}, now, Options{}},
 	}
 	var p Planner
 	for _, s := range steps {
