@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"sync/atomic"
+	"time"
 )
 
 // byteCounter counts the response body bytes the in-process agents read
@@ -30,14 +31,16 @@ func (a byteCount) sub(b byteCount) byteCount {
 	return byteCount{total: a.total - b.total, watch: a.watch - b.watch, reads: a.reads - b.reads}
 }
 
-// wrap is a rest.Config transport wrapper.
-func (c *byteCounter) wrap(rt http.RoundTripper) http.RoundTripper {
-	return countingTransport{next: rt, c: c}
+// wrapFor is a rest.Config transport wrapper for one node's agent; the
+// bodies it reads also report to the node's streams (arrivals.go).
+func (c *byteCounter) wrapFor(s *nodeStreams) func(http.RoundTripper) http.RoundTripper {
+	return func(rt http.RoundTripper) http.RoundTripper { return countingTransport{next: rt, c: c, s: s} }
 }
 
 type countingTransport struct {
 	next http.RoundTripper
 	c    *byteCounter
+	s    *nodeStreams
 }
 
 func (t countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -46,7 +49,11 @@ func (t countingTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		return resp, err
 	}
 	watch := req.URL.Query().Get("watch") == "true"
-	resp.Body = &countingBody{ReadCloser: resp.Body, c: t.c, watch: watch, read: !watch && req.Method == http.MethodGet}
+	body := &countingBody{ReadCloser: resp.Body, c: t.c, watch: watch, read: !watch && req.Method == http.MethodGet}
+	if req.Method == http.MethodGet {
+		body.s = t.s
+	}
+	resp.Body = body
 	return resp, nil
 }
 
@@ -54,6 +61,8 @@ type countingBody struct {
 	io.ReadCloser
 	c           *byteCounter
 	watch, read bool
+	s           *nodeStreams // nil when not scanned
+	tail        []byte
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
@@ -64,6 +73,9 @@ func (b *countingBody) Read(p []byte) (int, error) {
 		b.c.watch.Add(int64(n))
 	case b.read:
 		b.c.reads.Add(int64(n))
+	}
+	if b.s != nil && n > 0 {
+		b.s.saw(&b.tail, p[:n], time.Now())
 	}
 	return n, err
 }

@@ -64,6 +64,8 @@ type bench struct {
 	hosts string
 	// bytes counts what the in-process agents read from the API server.
 	bytes *byteCounter
+	// arrivals times when the in-process agents read each change.
+	arrivals *arrivals
 
 	// managerPprof is the manager's profiler address, "0" unless profiling.
 	managerPprof string
@@ -310,7 +312,7 @@ func (b *bench) startAgent(name string) error {
 		return err
 	}
 	cfg := agentConfig(b.agentBase, name)
-	cfg.Wrap(b.bytes.wrap)
+	cfg.Wrap(b.bytes.wrapFor(b.arrivals.node(name)))
 	runner, err := agent.NewRunner(cfg, agent.Config{
 		NodeName: name, Namespace: namespace, HostRoot: root,
 		Resync: time.Minute, Heartbeat: 10 * time.Minute, ReportDelay: agent.DefaultReportDelay, ReportInterval: agent.DefaultReportInterval,
@@ -443,7 +445,20 @@ func (b *bench) managerFlags() []string {
 // poolOf names the pool of node i.
 func (b *bench) poolOf(i int) string { return fmt.Sprintf("p%d", i%b.pools) }
 
+// procNodeNames are the nodes whose agents run as processes, of one pool
+// or of all.
+func (b *bench) procNodeNames(pool string) []string {
+	var names []string
+	for i := b.n; i < b.n+procAgents; i++ {
+		if pool == "" || b.poolOf(i) == pool {
+			names = append(names, fmt.Sprintf("node-%05d", i))
+		}
+	}
+	return names
+}
+
 // nodeNames lists the in-process agents' nodes, of one pool or of all.
+
 func (b *bench) nodeNames(pool string) []string {
 	b.namesOnce.Do(func() {
 		b.names = map[string][]string{}

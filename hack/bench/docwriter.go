@@ -68,6 +68,24 @@ func writeDoc(o options, results []Result) error {
 				r.Scenario, r.Nodes, r.RenderedMs, r.P50ms-r.RenderedMs, r.P99ms-r.RenderedMs)
 		}
 	}
+	t.WriteString("\nWhere each node's time goes (per change and in-process node: from the change to its agent's client reading it from the API server, then from that read to its file, the agent's decode and pass queued on the bench's shared cores; p50 / p99):\n\n")
+	for _, r := range results {
+		if r.ArrivalP99ms > 0 && r.Scenario != "bounds" {
+			fmt.Fprintf(&t, "- %s, %d nodes: read %.0f / %.0f ms (p99 %.1f× the floor's), then the file %.0f / %.0f ms later",
+				r.Scenario, r.Nodes, r.ArrivalP50ms, r.ArrivalP99ms, r.ArrivalFloorRatio, r.PassP50ms, r.PassP99ms)
+			if r.Unarrived > 0 {
+				fmt.Fprintf(&t, " (%d files changed without their agent seen reading the change)", r.Unarrived)
+			}
+			t.WriteString(".\n")
+		}
+	}
+	t.WriteString("\nThe agents that run as separate processes, each with its own Go runtime as on a real node (the cores still shared), timed apart from the in-process ones (p50 / p99 / max over their samples):\n\n")
+	for _, r := range results {
+		if r.ProcessSamples > 0 {
+			fmt.Fprintf(&t, "- %s, %d nodes: %.0f / %.0f / %.0f ms over %d samples (max %.1f× the floor's p99).\n",
+				r.Scenario, r.Nodes, r.ProcessP50ms, r.ProcessP99ms, r.ProcessMaxMs, r.ProcessSamples, r.ProcessFloorRatio)
+		}
+	}
 	t.WriteString("\nCPU per change (milliseconds of CPU each process used during the scenario, divided by its changes; the bench process is the in-process agents, the file tracker and the driver):\n\n")
 	for _, r := range results {
 		if c := r.CPU; c != nil && r.Watchers == 0 && r.Scenario != "idle" {

@@ -18,7 +18,10 @@
 //     baseline (baseline.go);
 //   - latency (tracker.go): one inotify instance watches every node's .ssh
 //     directory; a sample is the time from the API call to the event of the
-//     node's authorized_keys holding (or no longer holding) the key;
+//     node's authorized_keys holding (or no longer holding) the key; and,
+//     per in-process node, when its agent's client read the change from
+//     the API server (arrivals.go), which splits that time into the
+//     delivery and the agent's own part;
 //   - API requests (audit.go) from the API server's audit log, by client,
 //     verb and resource; the bytes the agents read (agentbytes.go), counted
 //     by a wrapper of their client's transport; memory and CPU
@@ -145,6 +148,27 @@ type Result struct {
 	// read it (p50, p99 over the samples): left out of the latencies.
 	TrackerDelayP50ms float64 `json:"tracker_delay_p50_ms"`
 	TrackerDelayP99ms float64 `json:"tracker_delay_p99_ms"`
+	// Arrival is, per (change, in-process node), the time from the change
+	// to the node's agent reading it from the API server (p50, p99), and
+	// Pass the time from that read to the node's file (arrivals.go): the
+	// latency is the one and then the other. ArrivalFloorRatio is the
+	// arrival's p99 over the floor's. Unarrived counts nodes whose file
+	// showed a change their agent's client was not seen to read.
+	ArrivalP50ms      float64 `json:"arrival_p50_ms,omitempty"`
+	ArrivalP99ms      float64 `json:"arrival_p99_ms,omitempty"`
+	ArrivalFloorRatio float64 `json:"arrival_p99_floor_ratio,omitempty"`
+	PassP50ms         float64 `json:"pass_p50_ms,omitempty"`
+	PassP99ms         float64 `json:"pass_p99_ms,omitempty"`
+	Unarrived         int     `json:"unarrived,omitempty"`
+	// Process is the latency of the agents that run as separate processes
+	// (as on a real node, each its own runtime; the cores still shared),
+	// over their ProcessSamples, timed apart from the in-process agents';
+	// ProcessFloorRatio is their max over the floor's p99.
+	ProcessSamples    int     `json:"process_samples,omitempty"`
+	ProcessP50ms      float64 `json:"process_p50_ms,omitempty"`
+	ProcessP99ms      float64 `json:"process_p99_ms,omitempty"`
+	ProcessMaxMs      float64 `json:"process_max_ms,omitempty"`
+	ProcessFloorRatio float64 `json:"process_max_floor_ratio,omitempty"`
 	// RenderedMs is, for a single change, the time from the API call to the
 	// manager's write of the rendered grant completing (from the audit log):
 	// the manager's part; the rest of each latency is the delivery to the
@@ -274,12 +298,13 @@ func writeResults(path string, results []Result) error {
 func runNodes(o options, n int, withBaseline bool) ([]Result, error) {
 	b := &bench{
 		o: o, n: n, dir: filepath.Join(o.work, fmt.Sprintf("n%d", n)), hosts: filepath.Join(o.hostsDir, fmt.Sprintf("n%d", n)),
-		pools: max(minPools, n/o.poolSize), bytes: &byteCounter{},
+		pools: max(minPools, n/o.poolSize), bytes: &byteCounter{}, arrivals: newArrivals(),
 	}
 	var err error
 	if b.tracker, err = newTracker(); err != nil {
 		return nil, err
 	}
+	b.tracker.arrivals = b.arrivals
 	go b.tracker.run()
 	defer b.stop()
 	fmt.Printf("==> %d nodes in %d pools: starting the control plane, the manager and %d agents (+%d as processes)\n", n, b.pools, n, procAgents)
@@ -299,6 +324,8 @@ func runNodes(o options, n int, withBaseline bool) ([]Result, error) {
 		}
 		if floor.Scenario == "floor" && floor.P99ms > 0 {
 			r.FloorRatio = r.P99ms / floor.P99ms
+			r.ArrivalFloorRatio = r.ArrivalP99ms / floor.P99ms
+			r.ProcessFloorRatio = r.ProcessMaxMs / floor.P99ms
 		}
 		results = append(results, r)
 		fmt.Println("    " + r.summary())
@@ -379,6 +406,17 @@ func (r Result) summary() string {
 		s += fmt.Sprintf("\n             CPU per change: API server %.0f ms, etcd %.0f ms, manager %.0f ms, bench process (agents) %.0f ms", c.APIServerMs, c.EtcdMs, c.ManagerMs, c.BenchMs)
 	}
 	s += fmt.Sprintf("\n             the tracker read the files p50 %.0f ms, p99 %.0f ms after they were put in place (not counted)", r.TrackerDelayP50ms, r.TrackerDelayP99ms)
+	if r.ArrivalP99ms > 0 {
+		s += fmt.Sprintf("\n             the agents read the change p50 %.0f ms, p99 %.0f ms (%.1fx floor) after it; their files followed the read p50 %.0f ms, p99 %.0f ms later",
+			r.ArrivalP50ms, r.ArrivalP99ms, r.ArrivalFloorRatio, r.PassP50ms, r.PassP99ms)
+		if r.Unarrived > 0 {
+			s += fmt.Sprintf(" (%d files changed without their agent seen reading the change)", r.Unarrived)
+		}
+	}
+	if r.ProcessSamples > 0 {
+		s += fmt.Sprintf("\n             the %d process agents' files: p50 %.0f ms, p99 %.0f ms, max %.0f ms (%.1fx floor) over %d samples",
+			procAgents, r.ProcessP50ms, r.ProcessP99ms, r.ProcessMaxMs, r.ProcessFloorRatio, r.ProcessSamples)
+	}
 	if r.Scenario == "churn" {
 		s += fmt.Sprintf("\n             %d of %d changes issued late; status lag behind the files p50 %.0f ms  p99 %.0f ms (%d never in sync)",
 			r.Late, r.Changes, r.ReportLagP50ms, r.ReportLagP99ms, r.ReportLagMissing)

@@ -37,7 +37,7 @@ import (
 func (b *bench) grantUpdateRevoke(step string) func() (Result, error) {
 	return func() (Result, error) {
 		ctx := context.Background()
-		nodes := b.nodeNames("")
+		nodes, procs := b.nodeNames(""), b.procNodeNames("")
 		names := make([]string, max(b.o.singleChanges, 1))
 		for i := range names {
 			names[i] = fmt.Sprintf("everyone-%d", i)
@@ -45,7 +45,7 @@ func (b *bench) grantUpdateRevoke(step string) func() (Result, error) {
 		var acc windows
 		var revokedUID string
 		for i, name := range names {
-			var w *wait
+			var w, pw *wait
 			var m mark
 			switch step {
 			case "grant":
@@ -56,7 +56,7 @@ func (b *bench) grantUpdateRevoke(step string) func() (Result, error) {
 				}
 				k := newKey("grant")
 				m = b.mark()
-				w = b.tracker.expect(k.blob, true, nodes)
+				w, pw = b.tracker.expect(k.blob, true, nodes), b.tracker.expect(k.blob, true, procs)
 				if err := b.k8s.Create(ctx, nodeAccess(name, map[string]string{"bench": "yes"}, k.line)); err != nil {
 					return Result{}, err
 				}
@@ -68,7 +68,7 @@ func (b *bench) grantUpdateRevoke(step string) func() (Result, error) {
 				}
 				k := newKey("update")
 				m = b.mark()
-				w = b.tracker.expect(k.blob, true, nodes)
+				w, pw = b.tracker.expect(k.blob, true, nodes), b.tracker.expect(k.blob, true, procs)
 				if err := b.updateNA(ctx, name, func(na *nav1.NodeAccess) {
 					na.Spec.Users[0].Keys = append(na.Spec.Users[0].Keys, nav1.AuthorizedKey{Key: k.line})
 				}); err != nil {
@@ -91,7 +91,9 @@ func (b *bench) grantUpdateRevoke(step string) func() (Result, error) {
 				blob := strings.Fields(na.Spec.Users[0].Keys[0].Key)[1]
 				revokedUID = string(na.UID)
 				m = b.mark()
-				w = b.tracker.expect(blob, false, nodes)
+				// The first event of its rendered grant after the deletion
+				// is the revocation; it names the NodeAccess's UID.
+				w, pw = b.tracker.expectReading(blob, false, nodes, revokedUID), b.tracker.expect(blob, false, procs)
 				if err := b.k8s.Delete(ctx, na); err != nil {
 					return Result{}, err
 				}
@@ -99,6 +101,11 @@ func (b *bench) grantUpdateRevoke(step string) func() (Result, error) {
 			if err := b.closeWindow(&acc, m, w); err != nil {
 				return Result{}, fmt.Errorf("%s: %w", step, err)
 			}
+			got, err := pw.done(time.Minute)
+			if err != nil {
+				return Result{}, fmt.Errorf("%s, the process agents: %w", step, err)
+			}
+			acc.processes = append(acc.processes, got...)
 		}
 		if step == "revoke" {
 			if err := b.waitGone(ctx, names[len(names)-1], revokedUID); err != nil {
@@ -234,9 +241,16 @@ func (b *bench) finishCounted(name string, m mark, concerned int, waits ...*wait
 // its mark to 3 s after the last file it waited for, summed.
 type windows struct {
 	samples, delays []time.Duration
-	cpu             cpuTimes
-	bytes           byteCount
-	counts          requestCounts
+	// arrived and passes are, per (change, in-process node), the time from
+	// the change to the agent reading it, and from that read to its file.
+	arrived, passes []time.Duration
+	unarrived       int
+	// processes are the samples of the agents that run as processes,
+	// timed apart from the in-process ones.
+	processes []time.Duration
+	cpu       cpuTimes
+	bytes     byteCount
+	counts    requestCounts
 	// rendered is, per window of one change, the time from its mark to
 	// the manager's write of the rendered grant completing, in ms.
 	rendered []float64
@@ -253,6 +267,8 @@ func (b *bench) closeWindow(acc *windows, m mark, waits ...*wait) error {
 			return err
 		}
 		acc.samples = append(acc.samples, got...)
+		arrived, passes, unarrived := w.passes()
+		acc.arrived, acc.passes, acc.unarrived = append(acc.arrived, arrived...), append(acc.passes, passes...), acc.unarrived+unarrived
 	}
 	time.Sleep(3 * time.Second) // the window in which reports and status writes follow the files
 	acc.delays = append(acc.delays, b.tracker.ownDelays()...)
@@ -277,6 +293,13 @@ func (acc *windows) result(name string, concerned int) Result {
 	r := Result{Scenario: name, Changes: acc.changes, Samples: len(acc.samples), ConcernedNodes: float64(concerned) / float64(changes)}
 	r.P50ms, r.P95ms, r.P99ms, r.MaxMs = percentiles(acc.samples)
 	r.TrackerDelayP50ms, _, r.TrackerDelayP99ms, _ = percentiles(acc.delays)
+	r.ArrivalP50ms, _, r.ArrivalP99ms, _ = percentiles(acc.arrived)
+	r.PassP50ms, _, r.PassP99ms, _ = percentiles(acc.passes)
+	r.Unarrived = acc.unarrived
+	if len(acc.processes) > 0 {
+		r.ProcessSamples = len(acc.processes)
+		r.ProcessP50ms, _, r.ProcessP99ms, r.ProcessMaxMs = percentiles(acc.processes)
+	}
 	r.CPU = acc.cpu.perChange(cpuTimes{}, changes)
 	r.BytesPerChange = float64(acc.bytes.total) / float64(changes)
 	r.WatchBytesPerChange = float64(acc.bytes.watch) / float64(changes)
@@ -370,6 +393,7 @@ func (b *bench) churn() (Result, error) {
 	m := b.mark()
 	start := time.Now()
 	waits := make([]*wait, total)
+	var procWaits []*wait // the same changes on the process agents of their pools
 	changes := make([]statusChange, total)
 	concerned := 0
 	var late atomic.Int64
@@ -392,6 +416,9 @@ func (b *bench) churn() (Result, error) {
 		nodes := b.nodeNames(poolOf(name))
 		concerned += len(nodes)
 		waits[i] = b.tracker.expect(keys[i].blob, true, nodes)
+		if procs := b.procNodeNames(poolOf(name)); len(procs) > 0 {
+			procWaits = append(procWaits, b.tracker.expect(keys[i].blob, true, procs))
+		}
 		before, done := previous[name], make(chan struct{})
 		previous[name] = done
 		wg.Go(func() {
@@ -423,6 +450,17 @@ func (b *bench) churn() (Result, error) {
 	r, counts, err := b.finishCounted("churn", m, concerned, waits...)
 	if err != nil {
 		return r, err
+	}
+	var procSamples []time.Duration
+	for _, w := range procWaits {
+		got, err := w.done(time.Minute)
+		if err != nil {
+			return r, fmt.Errorf("churn, the process agents: %w", err)
+		}
+		procSamples = append(procSamples, got...)
+	}
+	if r.ProcessSamples = len(procSamples); r.ProcessSamples > 0 {
+		r.ProcessP50ms, _, r.ProcessP99ms, r.ProcessMaxMs = percentiles(procSamples)
 	}
 	r.Late = int(late.Load())
 	for i := range changes {

@@ -52,6 +52,9 @@ type tracker struct {
 	// file was put in place the tracker read it: its own delay, which the
 	// latencies leave out.
 	delays []time.Duration
+	// arrivals, when set, also time each wait's change on the in-process
+	// agents' API streams.
+	arrivals *arrivals
 }
 
 // ownDelays returns the tracker's delays since the last call.
@@ -74,8 +77,17 @@ type wait struct {
 	mu      sync.Mutex
 	pending map[string]bool
 	got     []time.Duration
+	files   map[string]time.Time // per node, when its file showed the change
 	last    time.Time
 	all     chan struct{}
+
+	// arrival times the change on the agents' streams; once the files are
+	// done, arrivedAt holds, per in-process node, when it read the change,
+	// and unarrived counts those that never did (expected 0: a file can
+	// only show a change its agent read).
+	arrival   *arrival
+	arrivedAt map[string]time.Time
+	unarrived int
 }
 
 func newTracker() (*tracker, error) {
@@ -266,7 +278,18 @@ func isSpace(c byte) bool {
 
 // expect registers a wait; its clock starts now, before the API call.
 func (t *tracker) expect(blob string, present bool, nodes []string) *wait {
-	w := &wait{t: t, blob: []byte(blob), present: present, from: time.Now(), pending: map[string]bool{}, all: make(chan struct{})}
+	return t.expectReading(blob, present, nodes, blob)
+}
+
+// expectReading is expect, the change's arrival on the agents' streams
+// known by token rather than by the key (a revocation's event need not
+// carry the key it revokes).
+func (t *tracker) expectReading(blob string, present bool, nodes []string, token string) *wait {
+	w := &wait{t: t, blob: []byte(blob), present: present, from: time.Now(), pending: map[string]bool{},
+		files: map[string]time.Time{}, all: make(chan struct{})}
+	if t.arrivals != nil {
+		w.arrival = t.arrivals.expect(token, w.from, nodes)
+	}
 	if len(nodes) == 0 {
 		close(w.all)
 		return w
@@ -293,6 +316,7 @@ func (w *wait) resolve(node string, at time.Time) {
 	}
 	delete(w.pending, node)
 	w.got = append(w.got, at.Sub(w.from))
+	w.files[node] = at
 	if at.After(w.last) {
 		w.last = at
 	}
@@ -311,6 +335,9 @@ func (w *wait) done(timeout time.Duration) ([]time.Duration, error) {
 	case <-w.all:
 		w.mu.Lock()
 		defer w.mu.Unlock()
+		if w.arrival != nil && w.arrivedAt == nil {
+			w.arrivedAt, w.unarrived = w.arrival.collect()
+		}
 		return slices.Clone(w.got), nil
 	case <-timer.C:
 	}
@@ -338,11 +365,30 @@ func (w *wait) done(timeout time.Duration) ([]time.Duration, error) {
 // forget stops checking the files for the wait: a change that will not
 // come (a grant the manager refused).
 func (w *wait) forget() {
+	if w.arrival != nil {
+		w.arrival.collect()
+	}
 	w.t.mu.Lock()
 	defer w.t.mu.Unlock()
 	for n := range w.t.byNode {
 		delete(w.t.byNode[n], w)
 	}
+}
+
+// passes returns, per in-process node that read the change and whose file
+// showed it, the time from its read to its file (its agent's decode and
+// pass, queued on the bench's cores), and the reads' own latencies from
+// the wait's start. Valid once done returned.
+func (w *wait) passes() (arrived, passes []time.Duration, unarrived int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for n, at := range w.arrivedAt {
+		arrived = append(arrived, at.Sub(w.from))
+		if f, ok := w.files[n]; ok {
+			passes = append(passes, max(f.Sub(at), 0))
+		}
+	}
+	return arrived, passes, w.unarrived
 }
 
 // lastAt is when the last node's file showed the change.
