@@ -15,9 +15,14 @@ import (
 // to the API server's delivery, which the floor measures on its own.
 //
 // A key's base64 text (what a wait expects in the file) is written
-// unescaped in the object's JSON, and no byte of it can be '{', so a key
-// found in bytes read after the wait began was sent after it began. Only
-// bodies read while something is awaited are scanned.
+// unescaped in the object's JSON, and a new key is in no byte sent before
+// its change. A revocation's event holds no key: it is known by its
+// NodeAccess UID, which earlier events of the grant hold too, so a match
+// must hold a byte read after the wait began (only the token's length
+// less one of the last read is kept to search across the boundary), and
+// the first read of it is that of the first event after the deletion,
+// which is the revocation (the bench's windows see no relist). Only bodies
+// read while something is awaited are scanned.
 type arrivals struct {
 	mu    sync.Mutex
 	nodes map[string]*nodeStreams
@@ -91,12 +96,18 @@ func (s *nodeStreams) saw(tail *[]byte, chunk []byte, at time.Time) {
 		return
 	}
 	var seam []byte
-	if len(*tail) > 0 {
-		seam = append(append(make([]byte, 0, 2*tokenMax), *tail...), chunk[:min(len(chunk), tokenMax-1)]...)
-	}
 	keep := s.armed[:0]
 	for _, r := range s.armed {
-		if bytes.Contains(chunk, r.token) || seam != nil && bytes.Contains(seam, r.token) {
+		found := bytes.Contains(chunk, r.token)
+		if n := len(r.token) - 1; !found && len(*tail) > 0 && n > 0 {
+			// The seam is the token's length less one on either side of
+			// the boundary, so a match holds a byte of this read: a token
+			// read whole before (a revocation's UID is in every earlier
+			// event of its grant) is never found again in the tail.
+			seam = append(append(seam[:0], (*tail)[max(len(*tail)-n, 0):]...), chunk[:min(len(chunk), n)]...)
+			found = bytes.Contains(seam, r.token)
+		}
+		if found {
 			r.arrived(s.name, at)
 			continue
 		}

@@ -116,3 +116,74 @@ func TestArrivalsKeepTheTailOfLongReads(t *testing.T) {
 		t.Fatalf("a key of %d bytes split over one long read and many short ones not found", tokenMax)
 	}
 }
+
+func TestArrivalsDoNotFindATokenReadWholeBeforeTheWait(t *testing.T) {
+	a := newArrivals()
+	s := a.node("n")
+	uid := "0b3c4d5e-1111-2222-3333-444455556666"
+	// The grant's last event, read while another change was awaited,
+	// names the UID and ends the body's tail.
+	other := a.expect("another-change", time.Now(), []string{"n"})
+	var tail []byte
+	s.saw(&tail, []byte(`{"type":"MODIFIED","object":{"spec":{"nodeAccessUID":"`+uid+`"}}}`+"\n"), time.Now())
+	other.collect()
+	r := a.expect(uid, time.Now(), []string{"n"})
+	s.saw(&tail, []byte(`{"type":"BOOKMARK","object":{"metadata":{"resourceVersion":"42"}}}`+"\n"), time.Now())
+	if at, _ := r.collect(); len(at) != 0 {
+		t.Fatalf("a UID read before its wait began counted as its arrival at %v", at)
+	}
+}
+
+func TestArrivalsFindAFullLengthKeyCutNextToTheBoundary(t *testing.T) {
+	key := strings.Repeat("AbC0+/9z", tokenMax/8)
+	for _, cut := range []int{1, tokenMax - 1} {
+		s := &nodeStreams{name: "n"}
+		r := &arrival{token: []byte(key), at: map[string]time.Time{}, pending: map[string]*nodeStreams{"n": s}}
+		s.armed = []*arrival{r}
+		var tail []byte
+		s.saw(&tail, []byte("xxxx"+key[:cut]), time.Now())
+		s.saw(&tail, []byte(key[cut:]+"yyyy"), time.Now())
+		if at, never := r.collect(); never != 0 || len(at) != 1 {
+			t.Fatalf("cut at %d: a key of %d bytes not found", cut, len(key))
+		}
+	}
+}
+
+// A change read through a list (an agent's relist) is an arrival too, and
+// a wait splits each node's latency at it.
+func TestWaitSplitsItsLatenciesAtTheRead(t *testing.T) {
+	a, c := newArrivals(), &byteCounter{}
+	s := a.node("node-0")
+	tr := &tracker{byNode: map[string]map[*wait]struct{}{}, arrivals: a}
+	w := tr.expectReading("key-blob", true, []string{"node-0", "node-1"}, "the-token")
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(rw, `{"items":[{"data":"the-token"}]}`)
+	}))
+	t.Cleanup(srv.Close)
+	req, err := http.NewRequest(http.MethodGet, srv.URL+"/apis/x", nil) // a list, not a watch
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.wrapFor(s)(http.DefaultTransport).RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readIn(t, resp.Body)
+	resp.Body.Close()
+	read := time.Now()
+	w.resolve("node-0", read.Add(30*time.Millisecond))
+	w.resolve("node-1", read.Add(40*time.Millisecond)) // a node without an in-process agent
+	if _, err := w.done(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	arrived, passes, unarrived := w.passes()
+	if len(arrived) != 1 || len(passes) != 1 || unarrived != 0 {
+		t.Fatalf("arrived %v, passes %v, %d unarrived: want one of each for node-0", arrived, passes, unarrived)
+	}
+	if arrived[0] <= 0 || arrived[0] > time.Since(w.from) || passes[0] < 30*time.Millisecond || passes[0] > 30*time.Millisecond+read.Sub(w.from) {
+		t.Fatalf("read %v after the change, then the file %v later: want the read before the file, the file 30 ms after it", arrived[0], passes[0])
+	}
+	if c.snapshot().reads == 0 {
+		t.Fatal("the list's bytes were not counted as reads")
+	}
+}

@@ -458,7 +458,6 @@ func (b *bench) procNodeNames(pool string) []string {
 }
 
 // nodeNames lists the in-process agents' nodes, of one pool or of all.
-
 func (b *bench) nodeNames(pool string) []string {
 	b.namesOnce.Do(func() {
 		b.names = map[string][]string{}

@@ -70,7 +70,7 @@ func writeDoc(o options, results []Result) error {
 	}
 	t.WriteString("\nWhere each node's time goes (per change and in-process node: from the change to its agent's client reading it from the API server, then from that read to its file, the agent's decode and pass queued on the bench's shared cores; p50 / p99):\n\n")
 	for _, r := range results {
-		if r.ArrivalP99ms > 0 && r.Scenario != "bounds" {
+		if (r.ArrivalP99ms > 0 || r.Unarrived > 0) && r.Scenario != "bounds" {
 			fmt.Fprintf(&t, "- %s, %d nodes: read %.0f / %.0f ms (p99 %.1f× the floor's), then the file %.0f / %.0f ms later",
 				r.Scenario, r.Nodes, r.ArrivalP50ms, r.ArrivalP99ms, r.ArrivalFloorRatio, r.PassP50ms, r.PassP99ms)
 			if r.Unarrived > 0 {

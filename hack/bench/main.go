@@ -409,9 +409,9 @@ func (r Result) summary() string {
 	if r.ArrivalP99ms > 0 {
 		s += fmt.Sprintf("\n             the agents read the change p50 %.0f ms, p99 %.0f ms (%.1fx floor) after it; their files followed the read p50 %.0f ms, p99 %.0f ms later",
 			r.ArrivalP50ms, r.ArrivalP99ms, r.ArrivalFloorRatio, r.PassP50ms, r.PassP99ms)
-		if r.Unarrived > 0 {
-			s += fmt.Sprintf(" (%d files changed without their agent seen reading the change)", r.Unarrived)
-		}
+	}
+	if r.Unarrived > 0 {
+		s += fmt.Sprintf("\n             %d of %d files changed without their agent seen reading the change", r.Unarrived, r.Samples)
 	}
 	if r.ProcessSamples > 0 {
 		s += fmt.Sprintf("\n             the %d process agents' files: p50 %.0f ms, p99 %.0f ms, max %.0f ms (%.1fx floor) over %d samples",

@@ -101,7 +101,7 @@ func (b *bench) grantUpdateRevoke(step string) func() (Result, error) {
 			if err := b.closeWindow(&acc, m, w); err != nil {
 				return Result{}, fmt.Errorf("%s: %w", step, err)
 			}
-			got, err := pw.done(time.Minute)
+			got, err := pw.done(3 * time.Minute)
 			if err != nil {
 				return Result{}, fmt.Errorf("%s, the process agents: %w", step, err)
 			}
@@ -453,7 +453,7 @@ func (b *bench) churn() (Result, error) {
 	}
 	var procSamples []time.Duration
 	for _, w := range procWaits {
-		got, err := w.done(time.Minute)
+		got, err := w.done(3 * time.Minute)
 		if err != nil {
 			return r, fmt.Errorf("churn, the process agents: %w", err)
 		}
